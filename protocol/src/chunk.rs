@@ -33,7 +33,7 @@ impl ChunkHash {
 
     /// Hash of `len` zero bytes, computed without allocating `len` bytes.
     pub fn of_zeros(len: usize) -> Self {
-        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut hasher = blake3::Hasher::new();
         let mut left = len;
         while left > 0 {
@@ -162,13 +162,16 @@ impl ChunkGeometry {
     /// Validates sizes sent by a client: the disk size must be a positive multiple of 512 and the
     /// chunk size a power of two between 64 KiB and 64 MiB.
     pub fn new(disk_size: u64, chunk_size: u64) -> Result<Self, GeometryError> {
-        if disk_size == 0 || disk_size % 512 != 0 || disk_size > MAX_DISK_SIZE {
+        if disk_size == 0 || !disk_size.is_multiple_of(512) || disk_size > MAX_DISK_SIZE {
             return Err(GeometryError::BadDiskSize(disk_size));
         }
         if !chunk_size.is_power_of_two() || !(64 * 1024..=64 * 1024 * 1024).contains(&chunk_size) {
             return Err(GeometryError::BadChunkSize(chunk_size));
         }
-        Ok(Self { disk_size, chunk_size })
+        Ok(Self {
+            disk_size,
+            chunk_size,
+        })
     }
 
     /// Number of chunks.
@@ -191,7 +194,7 @@ impl ChunkGeometry {
     /// Index of the chunk that starts at byte `offset`, which must be on a chunk boundary and
     /// inside the disk.
     pub fn index_of(&self, offset: u64) -> Result<u64, GeometryError> {
-        if offset % self.chunk_size != 0 {
+        if !offset.is_multiple_of(self.chunk_size) {
             return Err(GeometryError::Unaligned {
                 offset,
                 chunk_size: self.chunk_size,

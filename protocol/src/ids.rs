@@ -25,7 +25,10 @@ fn parse_id(kind: &'static str, prefix: char, s: &str) -> Result<u64, IdError> {
         // Never echo back an unbounded amount of client input.
         value: s.chars().take(64).collect(),
     };
-    let rest = s.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')).ok_or_else(err)?;
+    let rest = s
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .ok_or_else(err)?;
     if rest.len() != 16 || !rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(err());
     }

@@ -57,10 +57,14 @@ impl FromStr for ServerUrl {
             .ok_or_else(|| err("expected https://host:port"))?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') || rest.contains('@') || rest.contains('?') {
-            return Err(err("expected https://host:port without path or credentials"));
+            return Err(err(
+                "expected https://host:port without path or credentials",
+            ));
         }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| err("unclosed [ in IPv6 host"))?;
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| err("unclosed [ in IPv6 host"))?;
             (host, after.strip_prefix(':'))
         } else {
             match rest.rsplit_once(':') {
@@ -72,7 +76,9 @@ impl FromStr for ServerUrl {
             return Err(err("missing host"));
         }
         let port = match port {
-            Some(p) => p.parse().map_err(|_| err("port is not a number from 1 to 65535"))?,
+            Some(p) => p
+                .parse()
+                .map_err(|_| err("port is not a number from 1 to 65535"))?,
             None => 443,
         };
         if port == 0 {
@@ -105,16 +111,19 @@ pub struct HttpsClient {
 
 impl fmt::Debug for HttpsClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpsClient").field("url", &self.url).finish()
+        f.debug_struct("HttpsClient")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
 impl HttpsClient {
     pub fn new(url: ServerUrl, config: Arc<ClientConfig>) -> Result<Self, TransportError> {
-        let server_name = ServerName::try_from(url.host.clone()).map_err(|_| TransportError::InvalidUrl {
-            url: url.to_string(),
-            reason: "host is neither a DNS name nor an IP address",
-        })?;
+        let server_name =
+            ServerName::try_from(url.host.clone()).map_err(|_| TransportError::InvalidUrl {
+                url: url.to_string(),
+                reason: "host is neither a DNS name nor an IP address",
+            })?;
         Ok(Self {
             url,
             connector: TlsConnector::from(config),
@@ -142,12 +151,13 @@ impl HttpsClient {
         let addr = self.url.authority();
         let secs = self.connect_timeout.as_secs();
         let connecting = async {
-            let tcp = TcpStream::connect(&addr)
-                .await
-                .map_err(|source| TransportError::Connect {
-                    addr: addr.clone(),
-                    source,
-                })?;
+            let tcp =
+                TcpStream::connect(&addr)
+                    .await
+                    .map_err(|source| TransportError::Connect {
+                        addr: addr.clone(),
+                        source,
+                    })?;
             tcp.set_nodelay(true).ok();
             let tls = self
                 .connector
@@ -187,7 +197,9 @@ impl HttpsClient {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Response, TransportError> {
-        let result = self.try_request(method, path_and_query, headers, body).await;
+        let result = self
+            .try_request(method, path_and_query, headers, body)
+            .await;
         if result.is_err() {
             self.sender = None;
         }

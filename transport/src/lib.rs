@@ -66,7 +66,8 @@ impl TransportError {
                 .is_some_and(|e| {
                     matches!(
                         e,
-                        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::NoCertificatesPresented
                     )
                 }),
             _ => false,

@@ -223,7 +223,13 @@ mod tests {
                 .join(":")
         );
         assert_eq!(colons.parse::<Fingerprint>().unwrap(), fp);
-        for bad in ["", "sha256:", "md5:abcd", "sha256:zz", &text[..text.len() - 1]] {
+        for bad in [
+            "",
+            "sha256:",
+            "md5:abcd",
+            "sha256:zz",
+            &text[..text.len() - 1],
+        ] {
             assert!(bad.parse::<Fingerprint>().is_err(), "{bad:?}");
         }
     }

@@ -1,0 +1,234 @@
+//! The read → hash → compress stages of a disk capture, on threads, overlapping with the upload.
+//!
+//! ```text
+//!  reader thread ──(bounded)──▶ N worker threads ──(bounded)──▶ uploader tasks (async, K conns)
+//!  sequential pread              BLAKE3, zero test,              PUT /v1/disks/{id}/chunks/{off}
+//!  of 4 MiB chunks               skip if server holds it,
+//!                                zstd at the chosen level
+//! ```
+//!
+//! The queues are bounded, so memory stays at a few chunks per stage and a slow network slows
+//! the readers instead of filling memory. Chunks the server already holds with the same hash are
+//! counted as done and never leave the machine: that is how a re-run resumes.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use p2v_protocol::{ChunkEncoding, ChunkGeometry, ChunkHash};
+use tokio::sync::mpsc;
+
+/// A chunk ready to be sent.
+#[derive(Debug)]
+pub struct PreparedChunk {
+    pub offset: u64,
+    pub hash: ChunkHash,
+    pub encoding: ChunkEncoding,
+    pub body: Bytes,
+    /// Raw length of the chunk on the disk.
+    pub len: u64,
+}
+
+/// Counters shared by the stages and the progress display.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bytes of the disk dealt with: sent and acknowledged, or found already held.
+    pub done_bytes: AtomicU64,
+    /// Bytes of chunk bodies acknowledged by the server (what crossed the wire).
+    pub wire_bytes: AtomicU64,
+    pub chunks_sent: AtomicU64,
+    pub chunks_skipped: AtomicU64,
+    pub chunks_zero: AtomicU64,
+}
+
+/// Settings of the preparing stages.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineSettings {
+    pub zstd_level: i32,
+    pub workers: usize,
+    /// Capacity of the queue towards the uploaders.
+    pub upload_queue: usize,
+}
+
+/// Chunks read from the disk, by index, on their way to the workers.
+type RawChunks = Receiver<Result<(u64, Vec<u8>), ReadError>>;
+
+/// A failure of the reading stage.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {path} at offset {offset}")]
+pub struct ReadError {
+    pub path: String,
+    pub offset: u64,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The running preparing stages of one pass over a disk.
+#[derive(Debug)]
+pub struct Pipeline {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// The prepared chunks coming out of a [`Pipeline`], in no particular order.
+pub type PreparedChunks = mpsc::Receiver<Result<PreparedChunk, ReadError>>;
+
+impl Pipeline {
+    /// Starts reading `file`. `held[i]` is the hash the server already holds for chunk `i`.
+    pub fn start(
+        file: Arc<File>,
+        path: String,
+        geometry: ChunkGeometry,
+        held: Arc<Vec<Option<ChunkHash>>>,
+        settings: PipelineSettings,
+        counters: Arc<Counters>,
+    ) -> (Self, PreparedChunks) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = settings.workers.max(1);
+        let (raw_tx, raw_rx) = sync_channel::<Result<(u64, Vec<u8>), ReadError>>(workers);
+        let (out_tx, out_rx) = mpsc::channel(settings.upload_queue.max(1));
+        let mut threads = Vec::new();
+
+        let reader_stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            for index in 0..geometry.count() {
+                if reader_stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let offset = index * geometry.chunk_size;
+                let len = geometry.len(index).expect("index within the disk") as usize;
+                let mut buf = vec![0u8; len];
+                let item = file
+                    .read_exact_at(&mut buf, offset)
+                    .map(|()| (index, buf))
+                    .map_err(|source| ReadError {
+                        path: path.clone(),
+                        offset,
+                        source,
+                    });
+                let failed = item.is_err();
+                if raw_tx.send(item).is_err() || failed {
+                    return;
+                }
+            }
+        }));
+
+        let raw_rx = Arc::new(Mutex::new(raw_rx));
+        for _ in 0..workers {
+            let raw_rx = raw_rx.clone();
+            let out_tx = out_tx.clone();
+            let held = held.clone();
+            let counters = counters.clone();
+            let stop = stop.clone();
+            let level = settings.zstd_level;
+            threads.push(std::thread::spawn(move || {
+                worker(&raw_rx, &out_tx, &held, &counters, &stop, geometry, level);
+            }));
+        }
+        (Self { stop, threads }, out_rx)
+    }
+
+    /// Stops the stages and waits for the threads. Call it once the [`PreparedChunks`] receiver
+    /// is dropped (or drained), so that no thread stays blocked on a full queue.
+    pub fn join(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker(
+    raw_rx: &Mutex<RawChunks>,
+    out_tx: &mpsc::Sender<Result<PreparedChunk, ReadError>>,
+    held: &[Option<ChunkHash>],
+    counters: &Counters,
+    stop: &AtomicBool,
+    geometry: ChunkGeometry,
+    level: i32,
+) {
+    let mut compressor = zstd::bulk::Compressor::new(level).ok();
+    let full_zero_hash = ChunkHash::of_zeros(geometry.chunk_size as usize);
+    loop {
+        let next = raw_rx.lock().expect("reader queue lock").recv();
+        let Ok(item) = next else { return };
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let (index, data) = match item {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = out_tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let offset = index * geometry.chunk_size;
+        let len = data.len() as u64;
+        let zero = is_all_zero(&data);
+        let hash = if zero {
+            if len == geometry.chunk_size {
+                full_zero_hash
+            } else {
+                ChunkHash::of_zeros(data.len())
+            }
+        } else {
+            ChunkHash::of(&data)
+        };
+        if held.get(index as usize).copied().flatten() == Some(hash) {
+            counters.chunks_skipped.fetch_add(1, Ordering::Relaxed);
+            counters.done_bytes.fetch_add(len, Ordering::Relaxed);
+            continue;
+        }
+        let (encoding, body) = if zero {
+            counters.chunks_zero.fetch_add(1, Ordering::Relaxed);
+            (ChunkEncoding::Zero, Bytes::new())
+        } else {
+            match compressor.as_mut().and_then(|c| c.compress(&data).ok()) {
+                Some(packed) if packed.len() < data.len() => {
+                    (ChunkEncoding::Zstd, Bytes::from(packed))
+                }
+                _ => (ChunkEncoding::Raw, Bytes::from(data)),
+            }
+        };
+        let chunk = PreparedChunk {
+            offset,
+            hash,
+            encoding,
+            body,
+            len,
+        };
+        if out_tx.blocking_send(Ok(chunk)).is_err() {
+            return;
+        }
+    }
+}
+
+/// True when every byte is zero (eight bytes at a time).
+pub fn is_all_zero(data: &[u8]) -> bool {
+    let mut words = data.chunks_exact(8);
+    words
+        .by_ref()
+        .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
+        && words.remainder().iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_all_zero(&[]));
+        assert!(is_all_zero(&[0; 4099]));
+        let mut v = vec![0u8; 4099];
+        v[4098] = 1;
+        assert!(!is_all_zero(&v));
+        v[4098] = 0;
+        v[7] = 1;
+        assert!(!is_all_zero(&v));
+    }
+}

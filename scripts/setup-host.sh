@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# setup-host.sh — idempotent host setup for a fresh Debian 12 (bookworm) machine.
+#
+# Installs the Debian tools needed to build the static (musl) capture agent and
+# the test fixture disk images (scripts/make-fixtures.sh: partitioning, mkfs,
+# mtools, fsck), and adds the x86_64-unknown-linux-musl rustup target.
+# Used by CI before `cargo test` and by developers once per machine; the
+# fixture-based tests (partition/filesystem parsing in capture/, end-to-end
+# capture and interrupted-capture tests) need what this installs.
+# Safe to re-run: each step is skipped quickly when already done.
+set -euo pipefail
+
+PACKAGES=(musl-tools dosfstools mtools fdisk gdisk e2fsprogs zstd file
+          qemu-utils util-linux xxd coreutils)
+MUSL_TARGET=x86_64-unknown-linux-musl
+
+log() { echo "setup-host: $*"; }
+
+# --- Debian packages -------------------------------------------------------
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [[ $status == installed ]] || missing+=("$pkg")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+    log "all ${#PACKAGES[@]} apt packages already installed"
+else
+    log "installing: ${missing[*]}"
+    SUDO=()   # root needed only for apt
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || { log "ERROR: not root and sudo not found"; exit 1; }
+        SUDO=(sudo)
+    fi
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# --- Rust musl target ------------------------------------------------------
+if ! command -v rustup >/dev/null; then
+    log "WARNING: rustup not found on PATH; skipping '$MUSL_TARGET' target"
+elif rustup target list --installed | grep -qx "$MUSL_TARGET"; then
+    log "rustup target $MUSL_TARGET already installed"
+else
+    log "adding rustup target $MUSL_TARGET"
+    rustup target add "$MUSL_TARGET"
+fi
+
+log "done"
