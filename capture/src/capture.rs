@@ -60,6 +60,8 @@ pub struct DiskReport {
     pub chunks_zero: u64,
     /// Chunk bytes sent and acknowledged, as they crossed the wire (compressed).
     pub wire_bytes: u64,
+    /// Raw bytes of the chunks that were sent (not held by the server already).
+    pub raw_bytes_sent: u64,
     pub passes: u32,
     pub seconds: f64,
     pub layout: PartitionTable,
@@ -293,6 +295,7 @@ async fn capture_disk(
         drop(display);
         for (total, pass) in [
             (&totals.wire_bytes, &counters.wire_bytes),
+            (&totals.raw_bytes_sent, &counters.raw_bytes_sent),
             (&totals.chunks_sent, &counters.chunks_sent),
             (&totals.chunks_skipped, &counters.chunks_skipped),
             (&totals.chunks_zero, &counters.chunks_zero),
@@ -348,6 +351,7 @@ async fn capture_disk(
         chunks_skipped: totals.chunks_skipped.load(Ordering::Relaxed),
         chunks_zero: totals.chunks_zero.load(Ordering::Relaxed),
         wire_bytes: totals.wire_bytes.load(Ordering::Relaxed),
+        raw_bytes_sent: totals.raw_bytes_sent.load(Ordering::Relaxed),
         passes,
         seconds: started.elapsed().as_secs_f64(),
         layout,
@@ -421,6 +425,7 @@ async fn run_pass(
                         counters
                             .wire_bytes
                             .fetch_add(chunk.body.len() as u64, Ordering::Relaxed);
+                        counters.raw_bytes_sent.fetch_add(chunk.len, Ordering::Relaxed);
                         counters.done_bytes.fetch_add(chunk.len, Ordering::Relaxed);
                     }
                 }

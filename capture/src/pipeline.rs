@@ -40,6 +40,8 @@ pub struct Counters {
     pub done_bytes: AtomicU64,
     /// Bytes of chunk bodies acknowledged by the server (what crossed the wire).
     pub wire_bytes: AtomicU64,
+    /// Raw (uncompressed) bytes of the chunks sent and acknowledged.
+    pub raw_bytes_sent: AtomicU64,
     pub chunks_sent: AtomicU64,
     pub chunks_skipped: AtomicU64,
     pub chunks_zero: AtomicU64,

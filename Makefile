@@ -1,0 +1,41 @@
+# Build glue. The two commands the README opens with:
+#   make demo   - install what is missing, build, start a server, capture a sample disk, export it
+#   make test   - install what is missing, build, lint, make fixtures, run every test
+# CI (.ci/run) runs `make test`.
+
+MUSL_TARGET := x86_64-unknown-linux-musl
+FIXTURES    := target/fixtures
+CARGO       ?= cargo
+
+.PHONY: all setup build agent-static fixtures lint test demo bench clean-fixtures
+
+all: build
+
+setup:
+	bash scripts/setup-host.sh
+
+# Host builds of everything, plus the agent as a static musl binary (what the live image ships
+# and what the end-to-end tests run).
+build: setup
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release -p p2v-capture --target $(MUSL_TARGET)
+
+fixtures: setup
+	bash scripts/make-fixtures.sh $(FIXTURES)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+
+test: build fixtures lint
+	bash scripts/check-static.sh target/$(MUSL_TARGET)/release/p2v-capture
+	$(CARGO) test --release --workspace -- --test-threads=2
+
+demo: build fixtures
+	bash scripts/demo.sh
+
+bench: build
+	bash scripts/bench.sh
+
+clean-fixtures:
+	rm -rf $(FIXTURES)

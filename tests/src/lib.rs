@@ -1,0 +1,366 @@
+//! Harness for the end-to-end tests in `tests/tests/`: builds nothing itself, but finds the
+//! binaries the test command built (`make test` builds them first), the fixture disks made by
+//! `scripts/make-fixtures.sh`, and runs servers and agents as real processes.
+//!
+//! Every child runs in its own process group and is killed and reaped when its handle drops, so
+//! a failing test leaves nothing behind. Failures print the child's whole output.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use p2v_protocol::api::{DiskSummary, MachineSummary, SessionSummary};
+
+/// Root of the workspace.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The server binary (built by the test command for the host).
+pub fn server_bin() -> PathBuf {
+    find_bin("p2v-server", &["release", "debug"])
+}
+
+/// The agent binary: the static musl build when present (what the live image ships), else the
+/// host build.
+pub fn agent_bin() -> PathBuf {
+    find_bin("p2v-capture", &["x86_64-unknown-linux-musl/release", "release", "debug"])
+}
+
+fn find_bin(name: &str, profiles: &[&str]) -> PathBuf {
+    if let Some(dir) = std::env::var_os("P2V_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    profiles
+        .iter()
+        .map(|p| target_dir().join(p).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is not built: run `make test` (or cargo build --release) first"))
+}
+
+/// The fixture directory, built by `scripts/make-fixtures.sh` on first use (cached by the
+/// script's own hash under `target/fixtures`).
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("fixtures");
+        let status = Command::new("bash")
+            .arg(workspace().join("scripts/make-fixtures.sh"))
+            .arg(&dir)
+            .status()
+            .expect("running scripts/make-fixtures.sh");
+        assert!(status.success(), "scripts/make-fixtures.sh failed");
+        dir
+    })
+}
+
+/// A copy of a fixture in `dir`, so a test may not disturb others.
+pub fn fixture_copy(name: &str, dir: &Path) -> PathBuf {
+    let to = dir.join(name);
+    let status = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(fixtures().join(name))
+        .arg(&to)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    to
+}
+
+/// A child process killed (whole group, SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub struct Guarded {
+    child: Option<Child>,
+}
+
+impl Guarded {
+    pub fn spawn(mut command: Command) -> Result<Self> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        let child = command.spawn().with_context(|| format!("spawning {command:?}"))?;
+        Ok(Self { child: Some(child) })
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("running")
+    }
+
+    /// SIGKILL to the whole process group, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id() as i32;
+            // SAFETY: kill(2) with a negative pid signals the process group we created; it has
+            // no memory-safety preconditions.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for exit with a timeout, collecting stdout and stderr.
+    pub fn wait_output(mut self, timeout: Duration) -> Result<Output> {
+        let mut child = self.child.take().expect("running");
+        let mut out = child.stdout.take();
+        let mut err = child.stderr.take();
+        let out_thread = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(o) = out.as_mut() {
+                let _ = o.read_to_end(&mut v);
+            }
+            v
+        });
+        let err_thread = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(e) = err.as_mut() {
+                let _ = e.read_to_end(&mut v);
+            }
+            v
+        });
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.child = Some(child);
+                self.kill9();
+                bail!("timed out after {} s", timeout.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Ok(Output {
+            status,
+            stdout: out_thread.join().unwrap_or_default(),
+            stderr: err_thread.join().unwrap_or_default(),
+        })
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A running `p2v-server serve` on 127.0.0.1 with a random port.
+#[derive(Debug)]
+pub struct Server {
+    pub data_dir: PathBuf,
+    pub url: String,
+    pub fingerprint: String,
+    process: Guarded,
+    log: std::sync::Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Result<Self> {
+        let mut command = Command::new(server_bin());
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("P2V_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut process = Guarded::spawn(command)?;
+        let log = std::sync::Arc::new(Mutex::new(String::new()));
+        let stderr = process.child().stderr.take().expect("piped");
+        let stderr_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                stderr_log.lock().expect("log").push_str(&(line + "\n"));
+            }
+        });
+        let stdout = process.child().stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                stdout_log.lock().expect("log").push_str(&(line.clone() + "\n"));
+                let _ = tx.send(line);
+            }
+        });
+        let (mut url, mut fingerprint) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while url.is_none() || fingerprint.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                bail!("server did not announce itself; its output:\n{}", log.lock().expect("log"));
+            };
+            if let Some(u) = line.strip_prefix("listening on ") {
+                url = Some(u.trim().to_string());
+            } else if let Some(f) = line.strip_prefix("fingerprint ") {
+                fingerprint = Some(f.trim().to_string());
+            }
+        }
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            url: url.expect("set"),
+            fingerprint: fingerprint.expect("set"),
+            process,
+            log,
+        })
+    }
+
+    /// Everything the server printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+
+    /// Runs an operator command against this server's data dir.
+    pub fn operator(&self, args: &[&str]) -> Result<String> {
+        let output = Command::new(server_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "p2v-server {args:?} failed: {}\nserver log:\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                self.log()
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
+    pub fn create_token(&self) -> Result<String> {
+        Ok(self.operator(&["token", "create", "--name", "test"])?.trim().to_string())
+    }
+
+    pub fn disks(&self) -> Result<Vec<DiskSummary>> {
+        Ok(serde_json::from_str(&self.operator(&["disks", "--json"])?)?)
+    }
+
+    pub fn machines(&self) -> Result<Vec<MachineSummary>> {
+        Ok(serde_json::from_str(&self.operator(&["machines", "--json"])?)?)
+    }
+
+    pub fn sessions(&self) -> Result<Vec<SessionSummary>> {
+        Ok(serde_json::from_str(&self.operator(&["sessions", "--json"])?)?)
+    }
+
+    /// Exports a disk to `output` in `format`.
+    pub fn export(&self, disk: &str, format: &str, output: &Path) -> Result<()> {
+        self.operator(&["export", disk, "--format", format, "--output", output.to_str().expect("utf-8")])?;
+        Ok(())
+    }
+
+    /// Arguments for an agent talking to this server.
+    pub fn agent_args(&self, token: &str) -> Vec<String> {
+        vec![
+            "--server".into(),
+            self.url.clone(),
+            "--fingerprint".into(),
+            self.fingerprint.clone(),
+            "--token".into(),
+            token.into(),
+        ]
+    }
+}
+
+/// Starts an agent with `args`; stdout and stderr piped.
+pub fn spawn_agent<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<Guarded> {
+    let mut command = Command::new(agent_bin());
+    command
+        .args(args)
+        .env("P2V_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Guarded::spawn(command)
+}
+
+/// Runs an agent to completion (10 minutes at most).
+pub fn run_agent<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<Output> {
+    spawn_agent(args)?.wait_output(Duration::from_secs(600))
+}
+
+/// The agent's `--json` report.
+pub fn agent_report(output: &Output) -> Result<serde_json::Value> {
+    if !output.status.success() {
+        bail!("agent failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    serde_json::from_slice(&output.stdout).context("agent --json report")
+}
+
+/// Runs a command, failing with its output when it fails; returns stdout.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(program).args(args).stdin(Stdio::null()).output()?;
+    if !output.status.success() {
+        bail!(
+            "{program} {args:?} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `qemu-img compare` of two images: Ok when their guest-visible contents are identical.
+pub fn qemu_img_compare(source: &Path, source_format: &str, image: &Path, format: &str) -> Result<()> {
+    run(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            source_format,
+            "-F",
+            format,
+            source.to_str().expect("utf-8"),
+            image.to_str().expect("utf-8"),
+        ],
+    )
+    .map(|_| ())
+}
+
+/// A read-only loop device over an image, detached on drop.
+#[derive(Debug)]
+pub struct LoopDevice {
+    pub path: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn attach(image: &Path, sector_size: u32) -> Result<Self> {
+        let out = run(
+            "losetup",
+            &[
+                "--find",
+                "--show",
+                "--read-only",
+                "--sector-size",
+                &sector_size.to_string(),
+                image.to_str().expect("utf-8"),
+            ],
+        )?;
+        Ok(Self {
+            path: PathBuf::from(out.trim()),
+        })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
