@@ -11,7 +11,7 @@
 set -euo pipefail
 
 PACKAGES=(musl-tools dosfstools mtools fdisk gdisk e2fsprogs zstd file
-          qemu-utils util-linux xxd coreutils)
+          qemu-utils util-linux xxd coreutils iproute2 make python3 perl)
 MUSL_TARGET=x86_64-unknown-linux-musl
 
 log() { echo "setup-host: $*"; }

@@ -65,6 +65,12 @@ pub fn progress_line(name: &str, done: u64, total: u64, elapsed: Duration, wire:
     )
 }
 
+/// A text bar of `width` cells, `[#####-----]`.
+pub fn bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 { width } else { ((done as f64 / total as f64) * width as f64) as usize }.min(width);
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+}
+
 /// Shows progress of one disk until dropped.
 #[derive(Debug)]
 pub struct ProgressDisplay {
@@ -88,16 +94,11 @@ impl ProgressDisplay {
             ticker.tick().await;
             loop {
                 ticker.tick().await;
-                let line = progress_line(
-                    &name,
-                    counters.done_bytes.load(Ordering::Relaxed),
-                    total,
-                    started.elapsed(),
-                    counters.wire_bytes.load(Ordering::Relaxed),
-                );
+                let done = counters.done_bytes.load(Ordering::Relaxed);
+                let line = progress_line(&name, done, total, started.elapsed(), counters.wire_bytes.load(Ordering::Relaxed));
                 let mut err = std::io::stderr().lock();
                 if tty {
-                    let _ = write!(err, "\r\x1b[2K{line}");
+                    let _ = write!(err, "\r\x1b[2K{} {line}", bar(done, total, 24));
                 } else {
                     let _ = writeln!(err, "{line}");
                 }
@@ -128,6 +129,14 @@ mod tests {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(4 << 30), "4.0 GiB");
+    }
+
+    #[test]
+    fn bar_fills() {
+        assert_eq!(bar(0, 100, 4), "[----]");
+        assert_eq!(bar(50, 100, 4), "[##--]");
+        assert_eq!(bar(100, 100, 4), "[####]");
+        assert_eq!(bar(5, 0, 2), "[##]");
     }
 
     #[test]

@@ -306,3 +306,44 @@ fn server_storage_full_stops_cleanly_and_resumes_after_space_is_freed() {
     server.export(disk["disk_id"].as_str().unwrap(), "qcow2", &out).unwrap();
     qemu_img_compare(&source, "raw", &out, "qcow2").unwrap();
 }
+
+/// `p2v-capture --inventory` against independent views of this machine: lsblk for disks, nproc
+/// and /proc/meminfo for CPUs and memory, ip(8) for NIC MACs.
+#[test]
+fn inventory_matches_lsblk_nproc_and_ip() {
+    let output = run_agent(&["--inventory"]).unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let inventory: p2v_protocol::inventory::Inventory = serde_json::from_slice(&output.stdout).unwrap();
+
+    let nproc: u32 = run("nproc", &["--all"]).unwrap().trim().parse().unwrap();
+    assert_eq!(inventory.cpu.threads, nproc);
+    assert!(inventory.cpu.cores >= 1 && inventory.cpu.cores <= nproc);
+    assert!(inventory.memory_bytes > 256 << 20);
+
+    let lsblk: serde_json::Value =
+        serde_json::from_str(&run("lsblk", &["--json", "--bytes", "--nodeps", "-o", "NAME,SIZE,TYPE,LOG-SEC"]).unwrap()).unwrap();
+    let expected: Vec<(String, u64, u64)> = lsblk["blockdevices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["type"] == "disk" && d["size"].as_u64().unwrap_or(0) > 0)
+        .filter(|d| {
+            let name = d["name"].as_str().unwrap();
+            !["zram", "nbd", "loop", "ram", "md"].iter().any(|p| name.starts_with(p))
+        })
+        .map(|d| (d["name"].as_str().unwrap().to_string(), d["size"].as_u64().unwrap(), d["log-sec"].as_u64().unwrap()))
+        .collect();
+    let ours: Vec<(String, u64, u64)> = inventory
+        .disks
+        .iter()
+        .map(|d| (d.name.clone(), d.size_bytes, u64::from(d.logical_sector_size)))
+        .collect();
+    assert_eq!(ours, expected, "disks as lsblk sees them");
+    assert!(inventory.disks.iter().all(|d| d.controller_driver.is_some()), "{:?}", inventory.disks);
+
+    let links: serde_json::Value = serde_json::from_str(&run("ip", &["-json", "link"]).unwrap()).unwrap();
+    for nic in &inventory.nics {
+        let found = links.as_array().unwrap().iter().any(|l| l["ifname"] == nic.name && l["address"] == nic.mac);
+        assert!(found, "{nic:?} not in ip link");
+    }
+}
