@@ -1,0 +1,205 @@
+//! `p2v-server`: parses the command line and calls the `p2v_server` library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use p2v_protocol::api::ExportFormat;
+use p2v_protocol::DiskId;
+use p2v_server::operator::{self, Operator};
+use tracing_subscriber::EnvFilter;
+
+/// P2V server: receives disks from capture agents over HTTPS and exports them as VM images.
+#[derive(Debug, Parser)]
+#[command(name = "p2v-server", version)]
+struct Cli {
+    /// Data directory (certificate, tokens, metadata, disk images, exports).
+    #[arg(
+        long,
+        global = true,
+        env = "P2V_DATA_DIR",
+        default_value = "/var/lib/p2v"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (prints the address, the fingerprint and the agent arguments).
+    Serve {
+        /// Address and port to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        /// Host name or address agents use to reach the server (repeatable; the first one is
+        /// printed in the agent arguments).
+        #[arg(long)]
+        advertise: Vec<String>,
+    },
+    /// Print the certificate fingerprint agents pin (works while the server is stopped).
+    Fingerprint,
+    /// Manage enrollment tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// List machines.
+    Machines {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List disks with their progress.
+    Disks {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List capture sessions.
+    Sessions {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a complete disk as a VM image.
+    Export {
+        /// The disk (`d-...`, from `p2v-server disks`).
+        disk: DiskId,
+        /// raw, qcow2, vmdk (streamOptimized), vhdx or vhd (fixed, for Azure).
+        #[arg(long, default_value = "qcow2")]
+        format: ExportFormat,
+        /// Where to write the image.
+        #[arg(long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an enrollment token for agents; prints only the token.
+    Create {
+        /// A label (a rack, a migration wave).
+        #[arg(long)]
+        name: String,
+        /// Print `{"name":...,"token":...}` instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn operator(data_dir: &std::path::Path) -> anyhow::Result<Operator> {
+    Operator::from_data_dir(data_dir)
+        .with_context(|| format!("finding the server through {}", data_dir.display()))
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("P2V_LOG")
+                .or_else(|_| EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // The whole chain of causes, on one line.
+            eprintln!("p2v-server: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = cli.data_dir;
+    match cli.command {
+        Command::Serve { listen, advertise } => {
+            let mut config = p2v_server::ServeConfig::new(&data_dir, listen);
+            config.advertise = advertise;
+            p2v_server::serve(config)
+                .await
+                .with_context(|| format!("serving from {}", data_dir.display()))?;
+        }
+        Command::Fingerprint => {
+            let fingerprint = operator::fingerprint(&data_dir)
+                .with_context(|| format!("reading the certificate in {}", data_dir.display()))?;
+            println!("{fingerprint}");
+        }
+        Command::Token {
+            command: TokenCommand::Create { name, json },
+        } => {
+            let created = operator(&data_dir)?
+                .create_token(&name)
+                .await
+                .context("creating a token")?;
+            if json {
+                print_json(&created)?;
+            } else {
+                println!("{}", created.token);
+            }
+        }
+        Command::Machines { json } => {
+            let machines = operator(&data_dir)?
+                .machines()
+                .await
+                .context("listing machines")?;
+            if json {
+                print_json(&machines)?;
+            } else {
+                print!("{}", operator::render_machines(&machines));
+            }
+        }
+        Command::Disks { json } => {
+            let disks = operator(&data_dir)?
+                .disks()
+                .await
+                .context("listing disks")?;
+            if json {
+                print_json(&disks)?;
+            } else {
+                print!("{}", operator::render_disks(&disks));
+            }
+        }
+        Command::Sessions { json } => {
+            let sessions = operator(&data_dir)?
+                .sessions()
+                .await
+                .context("listing sessions")?;
+            if json {
+                print_json(&sessions)?;
+            } else {
+                print!("{}", operator::render_sessions(&sessions));
+            }
+        }
+        Command::Export {
+            disk,
+            format,
+            output,
+        } => {
+            let bytes = operator(&data_dir)?
+                .export(disk, format, &output)
+                .await
+                .with_context(|| {
+                    format!(
+                        "exporting {disk} as {} to {}",
+                        format.as_str(),
+                        output.display()
+                    )
+                })?;
+            eprintln!("wrote {bytes} bytes to {}", output.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! The operator commands (`p2v-server machines`, `disks`, `sessions`, `token create`,
+//! `export`): a client of the running server's API over HTTPS, pinned to the fingerprint the
+//! server published in `server.json`, authenticated with `admin.token`; plus the plain-text
+//! tables they print.
+//!
+//! Small answers go through [`p2v_transport::HttpsClient`]; exports, which can be as large as
+//! the disk, are streamed to a temporary file with hyper directly and renamed into place when
+//! complete.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use p2v_protocol::api::{
+    paths, CreateToken, DiskSummary, ErrorBody, ExportFormat, MachineSummary, SessionSummary,
+    TokenCreated,
+};
+use p2v_protocol::{DiskId, MachineId};
+use p2v_transport::{
+    client_config, Fingerprint, HttpsClient, ServerTrust, ServerUrl, TransportError,
+};
+use rustls::pki_types::ServerName;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::datadir::DataDir;
+use crate::server::local_url;
+use crate::util::{format_time, human_size, random_u64};
+use crate::Error;
+
+/// A connection to the running server with the admin token.
+#[derive(Debug)]
+pub struct Operator {
+    client: HttpsClient,
+    url: ServerUrl,
+    fingerprint: Fingerprint,
+    token: String,
+}
+
+impl Operator {
+    /// Finds the server through `server.json` and `admin.token` in the data directory.
+    pub fn from_data_dir(data_dir: &Path) -> Result<Self, Error> {
+        let data = DataDir::new(data_dir);
+        let info = data.read_server_info()?;
+        let token = data.read_admin_token()?;
+        let fingerprint: Fingerprint = info.fingerprint.parse()?;
+        Self::new(local_url(info.listen), fingerprint, token)
+    }
+
+    pub fn new(url: ServerUrl, fingerprint: Fingerprint, token: String) -> Result<Self, Error> {
+        let config = client_config(&ServerTrust::Pinned(fingerprint))?;
+        let client = HttpsClient::new(url.clone(), config)?;
+        Ok(Self {
+            client,
+            url,
+            fingerprint,
+            token,
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, Error> {
+        let mut headers = vec![("authorization", format!("Bearer {}", self.token))];
+        if body.is_some() {
+            headers.push(("content-type", "application/json".to_string()));
+        }
+        let response = self
+            .client
+            .request(
+                method,
+                path,
+                &headers,
+                Bytes::from(body.unwrap_or_default()),
+            )
+            .await?;
+        if !response.status.is_success() {
+            return Err(api_error(response.status, &response.body));
+        }
+        serde_json::from_slice(&response.body).map_err(|source| Error::Decode {
+            what: format!("the server's answer to {path}"),
+            source,
+        })
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Error> {
+        let body = serde_json::to_vec(body).expect("API types always serialize");
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn machines(&mut self) -> Result<Vec<MachineSummary>, Error> {
+        self.call(Method::GET, paths::MACHINES, None).await
+    }
+
+    pub async fn machine(&mut self, machine: MachineId) -> Result<MachineSummary, Error> {
+        self.call(Method::GET, &paths::machine(machine), None).await
+    }
+
+    pub async fn disks(&mut self) -> Result<Vec<DiskSummary>, Error> {
+        self.call(Method::GET, paths::DISKS, None).await
+    }
+
+    pub async fn disk(&mut self, disk: DiskId) -> Result<DiskSummary, Error> {
+        self.call(Method::GET, &paths::disk(disk), None).await
+    }
+
+    pub async fn sessions(&mut self) -> Result<Vec<SessionSummary>, Error> {
+        self.call(Method::GET, paths::SESSIONS, None).await
+    }
+
+    pub async fn create_token(&mut self, name: &str) -> Result<TokenCreated, Error> {
+        self.post(
+            paths::TOKENS,
+            &CreateToken {
+                name: name.to_string(),
+            },
+        )
+        .await
+    }
+
+    /// Downloads the export of `disk` in `format` to `output` (through a temporary file beside
+    /// it, renamed when the whole image arrived). Returns the number of bytes written.
+    pub async fn export(
+        &self,
+        disk: DiskId,
+        format: ExportFormat,
+        output: &Path,
+    ) -> Result<u64, Error> {
+        let addr = self.url.authority();
+        let config = client_config(&ServerTrust::Pinned(self.fingerprint))?;
+        let server_name = ServerName::try_from(self.url.host.clone()).map_err(|_| {
+            TransportError::InvalidUrl {
+                url: self.url.to_string(),
+                reason: "host is neither a DNS name nor an IP address",
+            }
+        })?;
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(&addr)
+                .await
+                .map_err(|source| TransportError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(server_name, tcp)
+                .await
+                .map_err(|source| TransportError::Handshake {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls))
+                .await
+                .map_err(|source| TransportError::Http {
+                    addr: addr.clone(),
+                    source,
+                })
+        };
+        let (mut sender, connection) = tokio::time::timeout(Duration::from_secs(15), connect)
+            .await
+            .map_err(|_| TransportError::Timeout {
+                what: "connecting",
+                secs: 15,
+            })??;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("export connection closed: {e}");
+            }
+        });
+        let request = Request::get(paths::disk_export(disk, format))
+            .header(http::header::HOST, &addr)
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .body(Empty::new())
+            .map_err(TransportError::from)?;
+        let http_err = |source| {
+            Error::Transport(TransportError::Http {
+                addr: addr.clone(),
+                source,
+            })
+        };
+        // The server converts the image before it answers, which can take a while.
+        let response = sender.send_request(request).await.map_err(http_err)?;
+        let status = response.status();
+        let expected = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = http_body_util::Limited::new(body, 1 << 20)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+
+        let name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::BadRequest(format!("{} names no file", output.display())))?;
+        let tmp = output.with_file_name(format!(".{name}.partial-{:016x}", random_u64()?));
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+            let mut total = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(http_err)?;
+                if let Ok(data) = frame.into_data() {
+                    file.write_all(&data)
+                        .await
+                        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+                    total += data.len() as u64;
+                }
+            }
+            if expected.is_some_and(|e| e != total) {
+                return Err(Error::Internal(format!(
+                    "the export ended after {total} of {} bytes",
+                    expected.unwrap_or(0)
+                )));
+            }
+            file.sync_all()
+                .await
+                .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
+            drop(file);
+            tokio::fs::rename(&tmp, output).await.map_err(|e| {
+                Error::io(
+                    format!("renaming {} to {}", tmp.display(), output.display()),
+                    e,
+                )
+            })?;
+            Ok(total)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}
+
+/// The error of a non-2xx answer, from its `ErrorBody` when it has one.
+fn api_error(status: StatusCode, body: &[u8]) -> Error {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(err) => Error::Api {
+            status: status.as_u16(),
+            code: Some(err.error.code),
+            message: err.error.message,
+        },
+        Err(_) => Error::Api {
+            status: status.as_u16(),
+            code: None,
+            message: String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned(),
+        },
+    }
+}
+
+/// The fingerprint of the server's certificate, read from `tls/cert.pem` (the server need not
+/// run).
+pub fn fingerprint(data_dir: &Path) -> Result<Fingerprint, Error> {
+    crate::cert::read_fingerprint(&DataDir::new(data_dir))
+}
+
+/// Columns aligned with two spaces between them.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn progress(disk: &DiskSummary) -> String {
+    if disk.size_bytes == 0 {
+        return "-".into();
+    }
+    let percent = disk.durable_bytes as f64 * 100.0 / disk.size_bytes as f64;
+    // Never show 100% before the last byte is there.
+    if disk.durable_bytes < disk.size_bytes && percent > 99.9 {
+        return "99.9%".into();
+    }
+    format!("{percent:.1}%")
+}
+
+fn state_name(state: p2v_protocol::api::DiskState) -> &'static str {
+    match state {
+        p2v_protocol::api::DiskState::Receiving => "receiving",
+        p2v_protocol::api::DiskState::Complete => "complete",
+    }
+}
+
+/// `p2v-server disks`: disk id, machine id, name, size, state, progress, received bytes.
+pub fn render_disks(disks: &[DiskSummary]) -> String {
+    let rows: Vec<Vec<String>> = disks
+        .iter()
+        .map(|d| {
+            vec![
+                d.disk_id.to_string(),
+                d.machine_id.to_string(),
+                d.name.clone(),
+                human_size(d.size_bytes),
+                state_name(d.state).to_string(),
+                progress(d),
+                human_size(d.received_bytes),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "DISK", "MACHINE", "NAME", "SIZE", "STATE", "PROGRESS", "RECEIVED",
+        ],
+        &rows,
+    )
+}
+
+/// `p2v-server machines`.
+pub fn render_machines(machines: &[MachineSummary]) -> String {
+    let rows: Vec<Vec<String>> = machines
+        .iter()
+        .map(|m| {
+            let system = &m.inventory.system;
+            let model = [system.vendor.as_deref(), system.product.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let complete = m
+                .disks
+                .iter()
+                .filter(|d| d.state == p2v_protocol::api::DiskState::Complete)
+                .count();
+            vec![
+                m.machine_id.to_string(),
+                system.hostname.clone().unwrap_or_else(|| "-".into()),
+                if model.is_empty() { "-".into() } else { model },
+                format!("{} ({} complete)", m.disks.len(), complete),
+                m.sessions.len().to_string(),
+                format_time(m.last_seen),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "MACHINE",
+            "HOSTNAME",
+            "MODEL",
+            "DISKS",
+            "SESSIONS",
+            "LAST SEEN (UTC)",
+        ],
+        &rows,
+    )
+}
+
+/// `p2v-server sessions`.
+pub fn render_sessions(sessions: &[SessionSummary]) -> String {
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            let status = match (&s.error, s.finished) {
+                (Some(error), _) => format!("failed: {error}"),
+                (None, true) => "finished".into(),
+                (None, false) => "running".into(),
+            };
+            vec![
+                s.session_id.to_string(),
+                s.machine_id.to_string(),
+                format_time(s.started_at),
+                format_time(s.last_seen),
+                human_size(s.received_bytes),
+                s.received_chunks.to_string(),
+                status,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SESSION",
+            "MACHINE",
+            "STARTED (UTC)",
+            "LAST SEEN (UTC)",
+            "RECEIVED",
+            "CHUNKS",
+            "STATUS",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let out = table(
+            &["A", "LONG"],
+            &[
+                vec!["xxxx".into(), "1".into()],
+                vec!["y".into(), "22".into()],
+            ],
+        );
+        assert_eq!(out, "A     LONG\nxxxx  1\ny     22\n");
+    }
+
+    #[test]
+    fn api_errors_are_decoded() {
+        let body = br#"{"error":{"code":"conflict","message":"3 of 5 chunks missing"}}"#;
+        let err = api_error(StatusCode::CONFLICT, body);
+        assert_eq!(err.code(), p2v_protocol::api::ErrorCode::Conflict);
+        assert!(err.to_string().contains("3 of 5 chunks missing"));
+        let err = api_error(StatusCode::BAD_GATEWAY, b"<html>");
+        assert!(err.to_string().contains("502"));
+    }
+}
