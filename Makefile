@@ -29,7 +29,7 @@ lint:
 
 test: build fixtures lint
 	bash scripts/check-static.sh target/$(MUSL_TARGET)/release/p2v-capture
-	$(CARGO) test --release --workspace -- --test-threads=2
+	bash scripts/run-tests.sh
 
 demo: build fixtures
 	bash scripts/demo.sh

@@ -85,6 +85,18 @@ impl ApiClient {
         Ok(Self { access, http })
     }
 
+    /// Runs `f` with a request timeout of `timeout` instead of the default.
+    pub async fn with_timeout<T, F>(&mut self, timeout: Duration, f: F) -> T
+    where
+        F: AsyncFnOnce(&mut Self) -> T,
+    {
+        let previous = self.http.request_timeout();
+        self.http.set_request_timeout(timeout);
+        let result = f(self).await;
+        self.http.set_request_timeout(previous);
+        result
+    }
+
     /// Sends one request once; turns error answers into [`ApiError::Server`].
     async fn send_once(
         &mut self,

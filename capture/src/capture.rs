@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
@@ -179,7 +179,7 @@ pub async fn capture(
                 };
                 // Best effort: the server may be the thing that failed.
                 let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(10),
+                    Duration::from_secs(10),
                     api.json::<_, serde_json::Value>(
                         Method::POST,
                         &paths::session_finish(started.session_id),
@@ -425,7 +425,9 @@ async fn run_pass(
                         counters
                             .wire_bytes
                             .fetch_add(chunk.body.len() as u64, Ordering::Relaxed);
-                        counters.raw_bytes_sent.fetch_add(chunk.len, Ordering::Relaxed);
+                        counters
+                            .raw_bytes_sent
+                            .fetch_add(chunk.len, Ordering::Relaxed);
                         counters.done_bytes.fetch_add(chunk.len, Ordering::Relaxed);
                     }
                 }

@@ -67,7 +67,12 @@ pub fn progress_line(name: &str, done: u64, total: u64, elapsed: Duration, wire:
 
 /// A text bar of `width` cells, `[#####-----]`.
 pub fn bar(done: u64, total: u64, width: usize) -> String {
-    let filled = if total == 0 { width } else { ((done as f64 / total as f64) * width as f64) as usize }.min(width);
+    let filled = if total == 0 {
+        width
+    } else {
+        ((done as f64 / total as f64) * width as f64) as usize
+    }
+    .min(width);
     format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
 }
 
@@ -95,7 +100,13 @@ impl ProgressDisplay {
             loop {
                 ticker.tick().await;
                 let done = counters.done_bytes.load(Ordering::Relaxed);
-                let line = progress_line(&name, done, total, started.elapsed(), counters.wire_bytes.load(Ordering::Relaxed));
+                let line = progress_line(
+                    &name,
+                    done,
+                    total,
+                    started.elapsed(),
+                    counters.wire_bytes.load(Ordering::Relaxed),
+                );
                 let mut err = std::io::stderr().lock();
                 if tty {
                     let _ = write!(err, "\r\x1b[2K{} {line}", bar(done, total, 24));

@@ -7,6 +7,7 @@
 //! is the body read, within its size limit.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -78,6 +79,8 @@ pub(crate) struct AppState {
     disk_locks: Box<[tokio::sync::Mutex<()>]>,
     /// Exports of the same disk and format are serialized.
     export_locks: Mutex<HashMap<(DiskId, &'static str), ExportLock>>,
+    /// Uploads still to be treated as corrupted ([`Limits::inject_corrupt_chunks`]).
+    corrupt_left: std::sync::atomic::AtomicU32,
 }
 
 impl AppState {
@@ -109,6 +112,7 @@ impl AppState {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             export_locks: Mutex::new(HashMap::new()),
+            corrupt_left: std::sync::atomic::AtomicU32::new(limits.inject_corrupt_chunks),
             limits,
         }
     }
@@ -691,7 +695,20 @@ async fn put_chunk(
         .acquire()
         .await
         .map_err(|_| Error::Internal("server shutting down".into()))?;
-    let data = blocking(move || decode_chunk(encoding, body, offset, len, hash)).await?;
+    let inject = !body.is_empty()
+        && state
+            .corrupt_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+    let checked_against = if inject {
+        tracing::warn!(
+            "fault injection: treating the chunk at offset {offset} of {disk} as corrupted"
+        );
+        ChunkHash(hash.0.map(|b| !b))
+    } else {
+        hash
+    };
+    let data = blocking(move || decode_chunk(encoding, body, offset, len, checked_against)).await?;
     drop(budget);
 
     let _chunk_guard = state.chunk_lock(disk, index).lock().await;

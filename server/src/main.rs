@@ -37,6 +37,9 @@ enum Command {
         /// printed in the agent arguments).
         #[arg(long)]
         advertise: Vec<String>,
+        /// Testing only: treat the first N chunk uploads as corrupted in transit (422).
+        #[arg(long, hide = true, default_value_t = 0)]
+        inject_corrupt_chunks: u32,
     },
     /// Print the certificate fingerprint agents pin (works while the server is stopped).
     Fingerprint,
@@ -125,9 +128,14 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir;
     match cli.command {
-        Command::Serve { listen, advertise } => {
+        Command::Serve {
+            listen,
+            advertise,
+            inject_corrupt_chunks,
+        } => {
             let mut config = p2v_server::ServeConfig::new(&data_dir, listen);
             config.advertise = advertise;
+            config.limits.inject_corrupt_chunks = inject_corrupt_chunks;
             p2v_server::serve(config)
                 .await
                 .with_context(|| format!("serving from {}", data_dir.display()))?;

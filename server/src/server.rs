@@ -55,6 +55,9 @@ pub struct Limits {
     pub storage_reserve_bytes: u64,
     /// On shutdown, open requests get this long to finish.
     pub shutdown_grace: Duration,
+    /// Fault injection for tests: the first N chunk uploads carrying data are treated as
+    /// corrupted on the way (their hash check fails, 422), to exercise the agents' resend path.
+    pub inject_corrupt_chunks: u32,
 }
 
 impl Default for Limits {
@@ -69,6 +72,7 @@ impl Default for Limits {
             body_budget_bytes: 256 << 20,
             storage_reserve_bytes: 64 << 20,
             shutdown_grace: Duration::from_secs(10),
+            inject_corrupt_chunks: 0,
         }
     }
 }

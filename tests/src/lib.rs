@@ -16,7 +16,10 @@ use p2v_protocol::api::{DiskSummary, MachineSummary, SessionSummary};
 
 /// Root of the workspace.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
@@ -33,7 +36,10 @@ pub fn server_bin() -> PathBuf {
 /// The agent binary: the static musl build when present (what the live image ships), else the
 /// host build.
 pub fn agent_bin() -> PathBuf {
-    find_bin("p2v-capture", &["x86_64-unknown-linux-musl/release", "release", "debug"])
+    find_bin(
+        "p2v-capture",
+        &["x86_64-unknown-linux-musl/release", "release", "debug"],
+    )
 }
 
 fn find_bin(name: &str, profiles: &[&str]) -> PathBuf {
@@ -44,7 +50,9 @@ fn find_bin(name: &str, profiles: &[&str]) -> PathBuf {
         .iter()
         .map(|p| target_dir().join(p).join(name))
         .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} is not built: run `make test` (or cargo build --release) first"))
+        .unwrap_or_else(|| {
+            panic!("{name} is not built: run `make test` (or cargo build --release) first")
+        })
 }
 
 /// The fixture directory, built by `scripts/make-fixtures.sh` on first use (cached by the
@@ -86,7 +94,9 @@ impl Guarded {
     pub fn spawn(mut command: Command) -> Result<Self> {
         use std::os::unix::process::CommandExt;
         command.process_group(0);
-        let child = command.spawn().with_context(|| format!("spawning {command:?}"))?;
+        let child = command
+            .spawn()
+            .with_context(|| format!("spawning {command:?}"))?;
         Ok(Self { child: Some(child) })
     }
 
@@ -165,9 +175,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path) -> Result<Self> {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts a server with extra `serve` arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Result<Self> {
         let mut command = Command::new(server_bin());
         command
             .arg("serve")
+            .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
@@ -190,7 +206,10 @@ impl Server {
         let stdout_log = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                stdout_log.lock().expect("log").push_str(&(line.clone() + "\n"));
+                stdout_log
+                    .lock()
+                    .expect("log")
+                    .push_str(&(line.clone() + "\n"));
                 let _ = tx.send(line);
             }
         });
@@ -199,7 +218,10 @@ impl Server {
         while url.is_none() || fingerprint.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
-                bail!("server did not announce itself; its output:\n{}", log.lock().expect("log"));
+                bail!(
+                    "server did not announce itself; its output:\n{}",
+                    log.lock().expect("log")
+                );
             };
             if let Some(u) = line.strip_prefix("listening on ") {
                 url = Some(u.trim().to_string());
@@ -244,7 +266,10 @@ impl Server {
     }
 
     pub fn create_token(&self) -> Result<String> {
-        Ok(self.operator(&["token", "create", "--name", "test"])?.trim().to_string())
+        Ok(self
+            .operator(&["token", "create", "--name", "test"])?
+            .trim()
+            .to_string())
     }
 
     pub fn disks(&self) -> Result<Vec<DiskSummary>> {
@@ -252,16 +277,27 @@ impl Server {
     }
 
     pub fn machines(&self) -> Result<Vec<MachineSummary>> {
-        Ok(serde_json::from_str(&self.operator(&["machines", "--json"])?)?)
+        Ok(serde_json::from_str(
+            &self.operator(&["machines", "--json"])?,
+        )?)
     }
 
     pub fn sessions(&self) -> Result<Vec<SessionSummary>> {
-        Ok(serde_json::from_str(&self.operator(&["sessions", "--json"])?)?)
+        Ok(serde_json::from_str(
+            &self.operator(&["sessions", "--json"])?,
+        )?)
     }
 
     /// Exports a disk to `output` in `format`.
     pub fn export(&self, disk: &str, format: &str, output: &Path) -> Result<()> {
-        self.operator(&["export", disk, "--format", format, "--output", output.to_str().expect("utf-8")])?;
+        self.operator(&[
+            "export",
+            disk,
+            "--format",
+            format,
+            "--output",
+            output.to_str().expect("utf-8"),
+        ])?;
         Ok(())
     }
 
@@ -298,14 +334,21 @@ pub fn run_agent<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<Output> {
 /// The agent's `--json` report.
 pub fn agent_report(output: &Output) -> Result<serde_json::Value> {
     if !output.status.success() {
-        bail!("agent failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "agent failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     serde_json::from_slice(&output.stdout).context("agent --json report")
 }
 
 /// Runs a command, failing with its output when it fails; returns stdout.
 pub fn run(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program).args(args).stdin(Stdio::null()).output()?;
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
     if !output.status.success() {
         bail!(
             "{program} {args:?} failed ({}):\n{}{}",
@@ -318,7 +361,12 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
 }
 
 /// `qemu-img compare` of two images: Ok when their guest-visible contents are identical.
-pub fn qemu_img_compare(source: &Path, source_format: &str, image: &Path, format: &str) -> Result<()> {
+pub fn qemu_img_compare(
+    source: &Path,
+    source_format: &str,
+    image: &Path,
+    format: &str,
+) -> Result<()> {
     run(
         "qemu-img",
         &[

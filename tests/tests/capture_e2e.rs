@@ -26,7 +26,11 @@ fn disk_by_id(server: &Server, id: &str) -> DiskSummary {
 fn capture(server: &Server, token: &str, source: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = server.agent_args(token);
     args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(["--json".into(), "--no-progress".into(), source.display().to_string()]);
+    args.extend([
+        "--json".into(),
+        "--no-progress".into(),
+        source.display().to_string(),
+    ]);
     let output = run_agent(&args).unwrap();
     agent_report(&output).unwrap_or_else(|e| panic!("{e:#}\nserver log:\n{}", server.log()))
 }
@@ -41,18 +45,36 @@ fn check_all_exports(server: &Server, disk: &str, source: &Path, work: &Path) {
         qemu_img_compare(source, "raw", &out, qemu_format)
             .unwrap_or_else(|e| panic!("{format} export differs from the source: {e:#}"));
         let info: serde_json::Value = serde_json::from_str(
-            &run("qemu-img", &["info", "--output=json", "-f", qemu_format, out.to_str().unwrap()]).unwrap(),
+            &run(
+                "qemu-img",
+                &[
+                    "info",
+                    "--output=json",
+                    "-f",
+                    qemu_format,
+                    out.to_str().unwrap(),
+                ],
+            )
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(info["format"], qemu_format, "{info}");
-        assert!(info["virtual-size"].as_u64().unwrap() >= source_size, "{format}: {info}");
+        assert!(
+            info["virtual-size"].as_u64().unwrap() >= source_size,
+            "{format}: {info}"
+        );
         if format == "vmdk" {
-            let subformat = info["format-specific"]["data"]["create-type"].as_str().unwrap_or_default();
+            let subformat = info["format-specific"]["data"]["create-type"]
+                .as_str()
+                .unwrap_or_default();
             assert_eq!(subformat, "streamOptimized", "{info}");
         }
         if matches!(format, "qcow2" | "vmdk" | "vhdx") {
-            run("qemu-img", &["check", "-f", qemu_format, out.to_str().unwrap()])
-                .unwrap_or_else(|e| panic!("qemu-img check of the {format} export: {e:#}"));
+            run(
+                "qemu-img",
+                &["check", "-f", qemu_format, out.to_str().unwrap()],
+            )
+            .unwrap_or_else(|e| panic!("qemu-img check of the {format} export: {e:#}"));
         }
         std::fs::remove_file(&out).unwrap();
     }
@@ -65,17 +87,29 @@ fn gpt_disk_with_esp_ext4_and_swap_round_trips() {
     let token = server.create_token().unwrap();
     let source = fixtures().join("gpt.img");
     let report = capture(&server, &token, &source, &[]);
-    let disk = report_disk(&report)["disk_id"].as_str().unwrap().to_string();
+    let disk = report_disk(&report)["disk_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let summary = disk_by_id(&server, &disk);
     assert_eq!(summary.state, DiskState::Complete);
     assert_eq!(summary.durable_chunks, summary.chunk_count);
-    let PartitionTable::Gpt { partitions, mbr, backup_header_ok, .. } = &summary.layout else {
+    let PartitionTable::Gpt {
+        partitions,
+        mbr,
+        backup_header_ok,
+        ..
+    } = &summary.layout
+    else {
         panic!("expected GPT, got {:?}", summary.layout)
     };
     assert_eq!(*mbr, ProtectiveMbr::Protective);
     assert!(backup_header_ok);
-    let types: Vec<_> = partitions.iter().map(|p| p.type_name.as_deref().unwrap_or("?")).collect();
+    let types: Vec<_> = partitions
+        .iter()
+        .map(|p| p.type_name.as_deref().unwrap_or("?"))
+        .collect();
     assert_eq!(types, ["EFI System", "Linux filesystem", "Linux swap"]);
     assert_eq!(partitions[0].start_bytes, 1 << 20);
 
@@ -89,13 +123,19 @@ fn mbr_disk_with_extended_and_logical_partitions_round_trips() {
     let token = server.create_token().unwrap();
     let source = fixtures().join("mbr.img");
     let report = capture(&server, &token, &source, &[]);
-    let disk = report_disk(&report)["disk_id"].as_str().unwrap().to_string();
+    let disk = report_disk(&report)["disk_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let summary = disk_by_id(&server, &disk);
     let PartitionTable::Mbr { partitions, .. } = &summary.layout else {
         panic!("expected MBR, got {:?}", summary.layout)
     };
-    let shape: Vec<_> = partitions.iter().map(|p| (p.number, p.kind, p.bootable)).collect();
+    let shape: Vec<_> = partitions
+        .iter()
+        .map(|p| (p.number, p.kind, p.bootable))
+        .collect();
     assert_eq!(
         shape,
         [
@@ -121,11 +161,17 @@ fn disk_with_4096_byte_sectors_round_trips_from_a_block_device() {
     let source = fixtures().join("gpt-4k.img");
     let device = LoopDevice::attach(&source, 4096).unwrap();
     let report = capture(&server, &token, &device.path, &[]);
-    let disk = report_disk(&report)["disk_id"].as_str().unwrap().to_string();
+    let disk = report_disk(&report)["disk_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let summary = disk_by_id(&server, &disk);
     assert_eq!(summary.info.logical_sector_size, 4096);
-    assert_eq!(summary.info.source, p2v_protocol::inventory::DiskSource::BlockDevice);
+    assert_eq!(
+        summary.info.source,
+        p2v_protocol::inventory::DiskSource::BlockDevice
+    );
     let PartitionTable::Gpt { partitions, .. } = &summary.layout else {
         panic!("expected GPT, got {:?}", summary.layout)
     };
@@ -147,12 +193,26 @@ fn server_killed_half_way_then_rerun_sends_only_the_rest() {
 
     // zstd level 19 makes the capture slow enough to interrupt it in the middle.
     let mut args = server.agent_args(&token);
-    args.extend(["--level", "19", "--retry-for", "2s", "--no-progress", "--json"].map(String::from));
+    args.extend(
+        [
+            "--level",
+            "19",
+            "--retry-for",
+            "2s",
+            "--no-progress",
+            "--json",
+        ]
+        .map(String::from),
+    );
     args.push(source.display().to_string());
     let agent = spawn_agent(&args).unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     let (count, durable_at_kill) = loop {
-        assert!(Instant::now() < deadline, "capture never got half-way:\n{}", server.log());
+        assert!(
+            Instant::now() < deadline,
+            "capture never got half-way:\n{}",
+            server.log()
+        );
         if let Some(d) = server.disks().unwrap().first() {
             if d.durable_chunks * 10 >= d.chunk_count * 4 {
                 break (d.chunk_count, d.durable_chunks);
@@ -162,7 +222,10 @@ fn server_killed_half_way_then_rerun_sends_only_the_rest() {
     };
     server.kill9();
     let first = agent.wait_output(Duration::from_secs(120)).unwrap();
-    assert!(!first.status.success(), "the agent cannot have finished without its server");
+    assert!(
+        !first.status.success(),
+        "the agent cannot have finished without its server"
+    );
 
     let server = Server::start(&data).unwrap();
     let after_restart = server.disks().unwrap().remove(0);
@@ -172,7 +235,10 @@ fn server_killed_half_way_then_rerun_sends_only_the_rest() {
         durable_at_kill,
         after_restart.durable_chunks
     );
-    assert!(after_restart.durable_chunks < count, "nothing was left to resume");
+    assert!(
+        after_restart.durable_chunks < count,
+        "nothing was left to resume"
+    );
     assert_eq!(after_restart.state, DiskState::Receiving);
 
     let report = capture(&server, &token, &source, &["--level", "19"]);
@@ -189,7 +255,9 @@ fn server_killed_half_way_then_rerun_sends_only_the_rest() {
         "every durable chunk is skipped"
     );
     let out = work.path().join("resumed.qcow2");
-    server.export(disk["disk_id"].as_str().unwrap(), "qcow2", &out).unwrap();
+    server
+        .export(disk["disk_id"].as_str().unwrap(), "qcow2", &out)
+        .unwrap();
     qemu_img_compare(&source, "raw", &out, "qcow2").unwrap();
 }
 
@@ -204,7 +272,17 @@ fn four_agents_capture_four_disks_at_once() {
         .enumerate()
         .map(|(i, name)| {
             let mut args = server.agent_args(&token);
-            args.extend(["--json", "--no-progress", "--threads", "1", "--connections", "2"].map(String::from));
+            args.extend(
+                [
+                    "--json",
+                    "--no-progress",
+                    "--threads",
+                    "1",
+                    "--connections",
+                    "2",
+                ]
+                .map(String::from),
+            );
             args.extend(["--machine-key".to_string(), format!("rack-test-{i}")]);
             args.push(fixtures().join(name).display().to_string());
             spawn_agent(&args).unwrap()
@@ -244,9 +322,18 @@ fn wrong_fingerprint_sends_nothing_and_says_why() {
     .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not trusted") && stderr.contains(&wrong), "{stderr}");
-    assert!(stderr.contains(&server.fingerprint), "names the fingerprint it saw: {stderr}");
-    assert!(server.machines().unwrap().is_empty(), "nothing reached the server");
+    assert!(
+        stderr.contains("not trusted") && stderr.contains(&wrong),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&server.fingerprint),
+        "names the fingerprint it saw: {stderr}"
+    );
+    assert!(
+        server.machines().unwrap().is_empty(),
+        "nothing reached the server"
+    );
     assert!(server.sessions().unwrap().is_empty());
 }
 
@@ -254,15 +341,23 @@ fn wrong_fingerprint_sends_nothing_and_says_why() {
 fn wrong_token_is_refused_and_nothing_is_stored() {
     let work = TempDir::new().unwrap();
     let server = Server::start(&work.path().join("data")).unwrap();
-    let output = run_agent(&[
-        &server.agent_args("not-a-token")[..],
-        &["--no-progress".to_string(), fixtures().join("gpt.img").display().to_string()],
-    ]
-    .concat())
+    let output = run_agent(
+        &[
+            &server.agent_args("not-a-token")[..],
+            &[
+                "--no-progress".to_string(),
+                fixtures().join("gpt.img").display().to_string(),
+            ],
+        ]
+        .concat(),
+    )
     .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("401") && stderr.contains("token"), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("token"),
+        "{stderr}"
+    );
     assert!(server.machines().unwrap().is_empty());
     assert!(server.disks().unwrap().is_empty());
 }
@@ -275,11 +370,25 @@ fn server_storage_full_stops_cleanly_and_resumes_after_space_is_freed() {
     let work = TempDir::new().unwrap();
     let mount = work.path().join("small");
     std::fs::create_dir(&mount).unwrap();
-    run("mount", &["-t", "tmpfs", "-o", "size=24m", "p2v-test", mount.to_str().unwrap()]).unwrap();
+    run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=24m",
+            "p2v-test",
+            mount.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _unmount = Unmount(mount.clone());
@@ -293,17 +402,30 @@ fn server_storage_full_stops_cleanly_and_resumes_after_space_is_freed() {
     assert!(!output.status.success(), "the disk cannot fit");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("storage is full"), "{stderr}");
-    assert!(server.log().to_lowercase().contains("full"), "the server says so too:\n{}", server.log());
+    assert!(
+        server.log().to_lowercase().contains("full"),
+        "the server says so too:\n{}",
+        server.log()
+    );
     let before = server.disks().unwrap().remove(0);
     assert!(before.durable_chunks > 0 && before.durable_chunks < before.chunk_count);
 
-    run("mount", &["-o", "remount,size=400m", mount.to_str().unwrap()]).unwrap();
+    run(
+        "mount",
+        &["-o", "remount,size=400m", mount.to_str().unwrap()],
+    )
+    .unwrap();
     args.push("--json".into());
     let report = agent_report(&run_agent(&args).unwrap()).unwrap();
     let disk = report_disk(&report);
-    assert!(disk["chunks_skipped"].as_u64().unwrap() >= before.durable_chunks, "nothing acknowledged was lost");
+    assert!(
+        disk["chunks_skipped"].as_u64().unwrap() >= before.durable_chunks,
+        "nothing acknowledged was lost"
+    );
     let out = work.path().join("after-full.qcow2");
-    server.export(disk["disk_id"].as_str().unwrap(), "qcow2", &out).unwrap();
+    server
+        .export(disk["disk_id"].as_str().unwrap(), "qcow2", &out)
+        .unwrap();
     qemu_img_compare(&source, "raw", &out, "qcow2").unwrap();
 }
 
@@ -312,16 +434,33 @@ fn server_storage_full_stops_cleanly_and_resumes_after_space_is_freed() {
 #[test]
 fn inventory_matches_lsblk_nproc_and_ip() {
     let output = run_agent(&["--inventory"]).unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let inventory: p2v_protocol::inventory::Inventory = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let inventory: p2v_protocol::inventory::Inventory =
+        serde_json::from_slice(&output.stdout).unwrap();
 
     let nproc: u32 = run("nproc", &["--all"]).unwrap().trim().parse().unwrap();
     assert_eq!(inventory.cpu.threads, nproc);
     assert!(inventory.cpu.cores >= 1 && inventory.cpu.cores <= nproc);
     assert!(inventory.memory_bytes > 256 << 20);
 
-    let lsblk: serde_json::Value =
-        serde_json::from_str(&run("lsblk", &["--json", "--bytes", "--nodeps", "-o", "NAME,SIZE,TYPE,LOG-SEC"]).unwrap()).unwrap();
+    let lsblk: serde_json::Value = serde_json::from_str(
+        &run(
+            "lsblk",
+            &[
+                "--json",
+                "--bytes",
+                "--nodeps",
+                "-o",
+                "NAME,SIZE,TYPE,LOG-SEC",
+            ],
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let expected: Vec<(String, u64, u64)> = lsblk["blockdevices"]
         .as_array()
         .unwrap()
@@ -329,21 +468,72 @@ fn inventory_matches_lsblk_nproc_and_ip() {
         .filter(|d| d["type"] == "disk" && d["size"].as_u64().unwrap_or(0) > 0)
         .filter(|d| {
             let name = d["name"].as_str().unwrap();
-            !["zram", "nbd", "loop", "ram", "md"].iter().any(|p| name.starts_with(p))
+            !["zram", "nbd", "loop", "ram", "md"]
+                .iter()
+                .any(|p| name.starts_with(p))
         })
-        .map(|d| (d["name"].as_str().unwrap().to_string(), d["size"].as_u64().unwrap(), d["log-sec"].as_u64().unwrap()))
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                d["size"].as_u64().unwrap(),
+                d["log-sec"].as_u64().unwrap(),
+            )
+        })
         .collect();
     let ours: Vec<(String, u64, u64)> = inventory
         .disks
         .iter()
-        .map(|d| (d.name.clone(), d.size_bytes, u64::from(d.logical_sector_size)))
+        .map(|d| {
+            (
+                d.name.clone(),
+                d.size_bytes,
+                u64::from(d.logical_sector_size),
+            )
+        })
         .collect();
     assert_eq!(ours, expected, "disks as lsblk sees them");
-    assert!(inventory.disks.iter().all(|d| d.controller_driver.is_some()), "{:?}", inventory.disks);
+    assert!(
+        inventory
+            .disks
+            .iter()
+            .all(|d| d.controller_driver.is_some()),
+        "{:?}",
+        inventory.disks
+    );
 
-    let links: serde_json::Value = serde_json::from_str(&run("ip", &["-json", "link"]).unwrap()).unwrap();
+    let links: serde_json::Value =
+        serde_json::from_str(&run("ip", &["-json", "link"]).unwrap()).unwrap();
     for nic in &inventory.nics {
-        let found = links.as_array().unwrap().iter().any(|l| l["ifname"] == nic.name && l["address"] == nic.mac);
+        let found = links
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["ifname"] == nic.name && l["address"] == nic.mac);
         assert!(found, "{nic:?} not in ip link");
     }
+}
+
+/// The server rejects the first chunks as corrupted (422, through its fault-injection switch);
+/// the agent sends them again and the capture is still identical.
+#[test]
+fn chunks_rejected_as_corrupted_are_sent_again() {
+    let work = TempDir::new().unwrap();
+    let server =
+        Server::start_with(&work.path().join("data"), &["--inject-corrupt-chunks", "3"]).unwrap();
+    let token = server.create_token().unwrap();
+    let source = fixtures().join("gpt.img");
+    let report = capture(&server, &token, &source, &[]);
+    let disk = report_disk(&report)["disk_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        server.log().matches("treating the chunk at offset").count(),
+        3,
+        "{}",
+        server.log()
+    );
+    let out = work.path().join("resent.qcow2");
+    server.export(&disk, "qcow2", &out).unwrap();
+    qemu_img_compare(&source, "raw", &out, "qcow2").unwrap();
 }

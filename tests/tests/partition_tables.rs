@@ -28,33 +28,52 @@ fn sfdisk_extents(path: &Path) -> Vec<(u64, u64)> {
 #[test]
 fn gpt_matches_sfdisk() {
     let path = fixtures().join("gpt.img");
-    let PartitionTable::Gpt { partitions, mbr, backup_header_ok, disk_guid } = read(&path, 512) else {
+    let PartitionTable::Gpt {
+        partitions,
+        mbr,
+        backup_header_ok,
+        disk_guid,
+    } = read(&path, 512)
+    else {
         panic!("not GPT")
     };
     assert_eq!(mbr, ProtectiveMbr::Protective);
     assert!(backup_header_ok);
     let dump = run("sfdisk", &["--dump", path.to_str().unwrap()]).unwrap();
     assert!(dump.contains(&format!("label-id: {disk_guid}")), "{dump}");
-    let ours: Vec<_> = partitions.iter().map(|p| (p.start_bytes / 512, p.size_bytes / 512)).collect();
+    let ours: Vec<_> = partitions
+        .iter()
+        .map(|p| (p.start_bytes / 512, p.size_bytes / 512))
+        .collect();
     assert_eq!(ours, sfdisk_extents(&path));
 }
 
 #[test]
 fn mbr_matches_sfdisk() {
     let path = fixtures().join("mbr.img");
-    let PartitionTable::Mbr { partitions, .. } = read(&path, 512) else { panic!("not MBR") };
-    let ours: Vec<_> = partitions.iter().map(|p| (p.start_bytes / 512, p.size_bytes / 512)).collect();
+    let PartitionTable::Mbr { partitions, .. } = read(&path, 512) else {
+        panic!("not MBR")
+    };
+    let ours: Vec<_> = partitions
+        .iter()
+        .map(|p| (p.start_bytes / 512, p.size_bytes / 512))
+        .collect();
     assert_eq!(ours, sfdisk_extents(&path));
 }
 
 #[test]
 fn gpt_with_4096_byte_sectors() {
     let path = fixtures().join("gpt-4k.img");
-    let PartitionTable::Gpt { partitions, .. } = read(&path, 4096) else { panic!("not GPT") };
+    let PartitionTable::Gpt { partitions, .. } = read(&path, 4096) else {
+        panic!("not GPT")
+    };
     assert_eq!(partitions.len(), 1);
     assert_eq!(partitions[0].start_bytes, 256 * 4096);
     // Read with the wrong sector size, the disk shows only its protective MBR.
-    assert!(matches!(read(&path, 512), PartitionTable::Mbr { .. } | PartitionTable::None));
+    assert!(matches!(
+        read(&path, 512),
+        PartitionTable::Mbr { .. } | PartitionTable::None
+    ));
 }
 
 #[test]
@@ -62,23 +81,59 @@ fn hybrid_missing_and_damaged_mbr_and_backup() {
     let work = TempDir::new().unwrap();
     let hybrid = fixture_copy("gpt.img", work.path());
     run("sgdisk", &["--hybrid=1", hybrid.to_str().unwrap()]).unwrap();
-    let PartitionTable::Gpt { mbr, partitions, .. } = read(&hybrid, 512) else { panic!("not GPT") };
+    let PartitionTable::Gpt {
+        mbr, partitions, ..
+    } = read(&hybrid, 512)
+    else {
+        panic!("not GPT")
+    };
     assert_eq!(mbr, ProtectiveMbr::Hybrid);
     assert_eq!(partitions.len(), 3);
 
     // No MBR at all: still GPT.
     let nombr_path = work.path().join("nombr.img");
     std::fs::copy(fixtures().join("gpt.img"), &nombr_path).unwrap();
-    run("dd", &["if=/dev/zero", &format!("of={}", nombr_path.display()), "bs=512", "count=1", "conv=notrunc"]).unwrap();
-    let PartitionTable::Gpt { mbr, partitions, .. } = read(&nombr_path, 512) else { panic!("not GPT") };
+    run(
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={}", nombr_path.display()),
+            "bs=512",
+            "count=1",
+            "conv=notrunc",
+        ],
+    )
+    .unwrap();
+    let PartitionTable::Gpt {
+        mbr, partitions, ..
+    } = read(&nombr_path, 512)
+    else {
+        panic!("not GPT")
+    };
     assert_eq!(mbr, ProtectiveMbr::Missing);
     assert_eq!(partitions.len(), 3);
 
     // Primary header destroyed: the backup header at the end still gives the table.
     let primary_gone = work.path().join("primary-gone.img");
     std::fs::copy(fixtures().join("gpt.img"), &primary_gone).unwrap();
-    run("dd", &["if=/dev/zero", &format!("of={}", primary_gone.display()), "bs=512", "seek=1", "count=1", "conv=notrunc"]).unwrap();
-    let PartitionTable::Gpt { partitions, backup_header_ok, .. } = read(&primary_gone, 512) else {
+    run(
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={}", primary_gone.display()),
+            "bs=512",
+            "seek=1",
+            "count=1",
+            "conv=notrunc",
+        ],
+    )
+    .unwrap();
+    let PartitionTable::Gpt {
+        partitions,
+        backup_header_ok,
+        ..
+    } = read(&primary_gone, 512)
+    else {
         panic!("not GPT")
     };
     assert!(backup_header_ok);
@@ -88,8 +143,24 @@ fn hybrid_missing_and_damaged_mbr_and_backup() {
     let backup_gone = work.path().join("backup-gone.img");
     std::fs::copy(fixtures().join("gpt.img"), &backup_gone).unwrap();
     let sectors = std::fs::metadata(&backup_gone).unwrap().len() / 512;
-    run("dd", &["if=/dev/zero", &format!("of={}", backup_gone.display()), "bs=512", &format!("seek={}", sectors - 1), "count=1", "conv=notrunc"]).unwrap();
-    let PartitionTable::Gpt { backup_header_ok, partitions, .. } = read(&backup_gone, 512) else {
+    run(
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={}", backup_gone.display()),
+            "bs=512",
+            &format!("seek={}", sectors - 1),
+            "count=1",
+            "conv=notrunc",
+        ],
+    )
+    .unwrap();
+    let PartitionTable::Gpt {
+        backup_header_ok,
+        partitions,
+        ..
+    } = read(&backup_gone, 512)
+    else {
         panic!("not GPT")
     };
     assert!(!backup_header_ok);
@@ -98,5 +169,8 @@ fn hybrid_missing_and_damaged_mbr_and_backup() {
 
 #[test]
 fn blank_disk_has_no_table() {
-    assert_eq!(read(&fixtures().join("blank.img"), 512), PartitionTable::None);
+    assert_eq!(
+        read(&fixtures().join("blank.img"), 512),
+        PartitionTable::None
+    );
 }

@@ -140,6 +140,15 @@ impl HttpsClient {
         self
     }
 
+    /// Changes the request timeout of an existing client (for a request known to be long).
+    pub fn set_request_timeout(&mut self, timeout: Duration) {
+        self.request_timeout = timeout;
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     pub fn url(&self) -> &ServerUrl {
         &self.url
     }
