@@ -26,13 +26,15 @@ make_image() {
     # A 256 MiB pool of real system bytes (libraries, binaries, docs), repeated as "old data".
     find /usr/lib /usr/bin /usr/share/doc -type f -size +4k -print0 2>/dev/null \
         | sort -z | xargs -0 cat 2>/dev/null | head -c $((256 << 20)) > "$tmp/pool" || true
-    for _ in 1 2 3 4 5 6 7 8; do cat "$tmp/pool"; done | head -c $(( (2048 - 2) << 20 )) > "$tmp/part.img"
+    for _ in 1 2 3 4 5 6 7 8; do cat "$tmp/pool"; done 2>/dev/null | head -c $(( (2048 - 2) << 20 )) > "$tmp/part.img" || true
+    [[ $(stat -c %s "$tmp/part.img") == $(( (2048 - 2) << 20 )) ]] || { echo "bench: could not gather old data" >&2; exit 1; }
     # About 512 MiB of files: real system files plus some incompressible ones.
-    local n=0
+    local n=0 total=0
     while IFS= read -r -d '' f; do
-        cp "$f" "$tmp/files/$n.bin" 2>/dev/null || true; n=$((n + 1))
-        (( $(du -sm "$tmp/files" | cut -f1) < 448 )) || break
-    done < <(find /usr/lib /usr/share -type f -size +64k -print0 2>/dev/null | sort -rz)
+        cp "$f" "$tmp/files/$n.bin" 2>/dev/null || continue
+        n=$((n + 1)); total=$((total + $(stat -c %s "$f")))
+        (( total < (448 << 20) )) || break
+    done < <(find /usr/lib /usr/share -type f -size +64k -print0 2>/dev/null | sort -z)
     head -c $((64 << 20)) /dev/urandom > "$tmp/files/random.bin"
     mkfs.ext4 -q -F -E nodiscard -d "$tmp/files" "$tmp/part.img"
     truncate -s 2G "$tmp/disk.img"
