@@ -11,7 +11,8 @@
 set -euo pipefail
 
 PACKAGES=(musl-tools dosfstools mtools fdisk gdisk e2fsprogs zstd file
-          qemu-utils util-linux xxd coreutils iproute2 make python3 perl)
+          qemu-utils util-linux xxd coreutils iproute2 make python3 perl
+          xfsprogs btrfs-progs ntfs-3g exfatprogs exfat-fuse lvm2 cryptsetup-bin partclone)
 MUSL_TARGET=x86_64-unknown-linux-musl
 
 log() { echo "setup-host: $*"; }
@@ -32,8 +33,15 @@ else
         SUDO=(sudo)
     fi
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    # Install the whole list in one transaction, not only the missing ones: a package can
+    # conflict with a preinstalled version of another (qemu-system-x86 from bookworm replaces a
+    # backported qemu-utils), and apt then keeps the set consistent.
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
+        apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+    for pkg in "${PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+        [[ $status == installed ]] || { log "ERROR: $pkg is not installed after apt-get"; exit 1; }
+    done
 fi
 
 # --- Rust musl target ------------------------------------------------------

@@ -19,7 +19,7 @@ use p2v_protocol::api::{
 };
 use p2v_protocol::chunk::{HEADER_CHUNK_ENCODING, HEADER_CHUNK_HASH, HEADER_SESSION};
 use p2v_protocol::inventory::Inventory;
-use p2v_protocol::layout::PartitionTable;
+use p2v_protocol::layout::{CaptureMap, PartitionTable};
 use p2v_protocol::{
     ChunkGeometry, ChunkHash, DiskId, GeometryError, MachineId, SessionId, CHUNK_SIZE,
 };
@@ -32,6 +32,7 @@ use crate::disks::OpenDisk;
 use crate::layout::read_partition_table;
 use crate::pipeline::{Counters, Pipeline, PipelineSettings, PreparedChunk, ReadError};
 use crate::progress::{progress_line, ProgressDisplay, ProgressMode};
+use crate::usedmap;
 
 /// How to run a capture.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub struct CaptureOptions {
     pub progress: ProgressMode,
     /// Passes over a disk before giving up when the server keeps rejecting verification.
     pub max_passes: u32,
+    /// Read every byte instead of only what the filesystems use.
+    pub whole_disk: bool,
 }
 
 /// What happened to one disk.
@@ -64,7 +67,10 @@ pub struct DiskReport {
     pub raw_bytes_sent: u64,
     pub passes: u32,
     pub seconds: f64,
+    /// Bytes read from the disk over all passes.
+    pub read_bytes: u64,
     pub layout: PartitionTable,
+    pub capture_map: CaptureMap,
 }
 
 /// What happened in the whole session.
@@ -225,22 +231,31 @@ async fn capture_disk(
     let started = Instant::now();
     let OpenDisk { file, info } = disk;
     let sector_size = info.logical_sector_size;
-    let (file, layout) = tokio::task::spawn_blocking(move || {
+    let size = info.size_bytes;
+    let whole_disk = options.whole_disk;
+    let (file, layout, map) = tokio::task::spawn_blocking(move || {
         let mut file = file;
-        let layout = match read_partition_table(&mut file, sector_size) {
-            Ok(layout) => layout,
+        let (layout, readable) = match read_partition_table(&mut file, sector_size) {
+            Ok(layout) => (layout, true),
             Err(e) => {
                 tracing::warn!(
                     "partition table unreadable, capturing the whole disk as is: {}",
                     error_chain(&e)
                 );
-                PartitionTable::None
+                (PartitionTable::None, false)
             }
         };
-        (file, layout)
+        let map = if whole_disk || !readable {
+            usedmap::whole_disk(size)
+        } else {
+            usedmap::map_disk(&file, size, &layout)
+        };
+        (file, layout, map)
     })
     .await
     .map_err(|e| DiskCaptureError::Task(e.to_string()))?;
+    print_map(&info.path, &map.report);
+    let capture_ranges = map.capture.clone().map(Arc::new);
     let geometry =
         ChunkGeometry::new(info.size_bytes, CHUNK_SIZE).map_err(DiskCaptureError::Geometry)?;
     let accepted: DiskAccepted = api
@@ -252,6 +267,7 @@ async fn capture_disk(
                 info: info.clone(),
                 chunk_size: CHUNK_SIZE,
                 layout: layout.clone(),
+                capture_map: Some(map.report.clone()),
             },
         )
         .await
@@ -288,6 +304,7 @@ async fn capture_disk(
             file.clone(),
             &info.path,
             geometry,
+            capture_ranges.clone(),
             held,
             counters.clone(),
         )
@@ -296,6 +313,7 @@ async fn capture_disk(
         for (total, pass) in [
             (&totals.wire_bytes, &counters.wire_bytes),
             (&totals.raw_bytes_sent, &counters.raw_bytes_sent),
+            (&totals.read_bytes, &counters.read_bytes),
             (&totals.chunks_sent, &counters.chunks_sent),
             (&totals.chunks_skipped, &counters.chunks_skipped),
             (&totals.chunks_zero, &counters.chunks_zero),
@@ -354,8 +372,40 @@ async fn capture_disk(
         raw_bytes_sent: totals.raw_bytes_sent.load(Ordering::Relaxed),
         passes,
         seconds: started.elapsed().as_secs_f64(),
+        read_bytes: totals.read_bytes.load(Ordering::Relaxed),
         layout,
+        capture_map: map.report,
     })
+}
+
+/// The capture report of a disk on the console: one line per partition or volume.
+fn print_map(path: &str, map: &CaptureMap) {
+    use crate::progress::human_bytes;
+    for area in &map.areas {
+        let name = match (&area.volume, area.partition) {
+            (Some(v), _) => format!("  LV {v}"),
+            (None, Some(n)) => format!("partition {n}"),
+            (None, None) => "whole disk".to_string(),
+        };
+        tracing::info!(
+            "{path} {name}: {} of {}, in use {}, captured {}{}",
+            area.content,
+            human_bytes(area.size_bytes),
+            area.fs_used_bytes
+                .map(human_bytes)
+                .unwrap_or_else(|| "?".into()),
+            human_bytes(area.captured_bytes),
+            area.fallback
+                .as_deref()
+                .map(|f| format!(" (whole area: {f})"))
+                .unwrap_or_default()
+        );
+    }
+    tracing::info!(
+        "{path}: capturing {} ({} outside filesystems)",
+        human_bytes(map.captured_bytes),
+        human_bytes(map.outside_bytes)
+    );
 }
 
 /// The hashes of the chunks the server holds durably.
@@ -394,6 +444,7 @@ async fn run_pass(
     file: Arc<File>,
     path: &str,
     geometry: ChunkGeometry,
+    map: Option<Arc<p2v_fsmap::Extents>>,
     held: Arc<Vec<Option<ChunkHash>>>,
     counters: Arc<Counters>,
 ) -> Result<(), DiskCaptureError> {
@@ -401,6 +452,7 @@ async fn run_pass(
         file,
         path.to_string(),
         geometry,
+        map,
         held,
         options.pipeline,
         counters.clone(),

@@ -69,6 +69,10 @@ pub struct Args {
     #[arg(long)]
     pub machine_key: Option<String>,
 
+    /// Read every byte of each disk instead of only what its filesystems use.
+    #[arg(long)]
+    pub whole_disk: bool,
+
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -173,6 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ProgressMode::Auto
         },
         max_passes: 3,
+        whole_disk: args.whole_disk,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -2,7 +2,8 @@
 //!
 //! It runs on the physical machine (from the live image, or any Linux), and:
 //! 1. finds the disks ([`disks`]) and inventories the machine ([`inventory`]);
-//! 2. reads each disk's partition table ([`layout`]);
+//! 2. reads each disk's partition table ([`layout`]) and maps what its filesystems use
+//!    ([`usedmap`], over the parsers of `p2v-fsmap`);
 //! 3. streams each disk to the server in 4 MiB chunks through a read → hash → compress pipeline
 //!    ([`pipeline`]) and parallel HTTPS uploads ([`api`]), resuming from what the server holds
 //!    and letting the server verify every chunk ([`capture`]).
@@ -19,3 +20,4 @@ pub mod layout;
 pub mod pipeline;
 pub mod progress;
 mod sysfs;
+pub mod usedmap;

@@ -19,7 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use p2v_fsmap::Extents;
 use p2v_protocol::{ChunkEncoding, ChunkGeometry, ChunkHash};
+
+use crate::usedmap::ranges_in;
 use tokio::sync::mpsc;
 
 /// A chunk ready to be sent.
@@ -40,6 +43,8 @@ pub struct Counters {
     pub done_bytes: AtomicU64,
     /// Bytes of chunk bodies acknowledged by the server (what crossed the wire).
     pub wire_bytes: AtomicU64,
+    /// Bytes read from the disk (only what the filesystems use, with a map).
+    pub read_bytes: AtomicU64,
     /// Raw (uncompressed) bytes of the chunks sent and acknowledged.
     pub raw_bytes_sent: AtomicU64,
     pub chunks_sent: AtomicU64,
@@ -81,10 +86,13 @@ pub type PreparedChunks = mpsc::Receiver<Result<PreparedChunk, ReadError>>;
 
 impl Pipeline {
     /// Starts reading `file`. `held[i]` is the hash the server already holds for chunk `i`.
+    /// With a `map`, only the bytes in it are read and the rest of each chunk is zeros.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         file: Arc<File>,
         path: String,
         geometry: ChunkGeometry,
+        map: Option<Arc<Extents>>,
         held: Arc<Vec<Option<ChunkHash>>>,
         settings: PipelineSettings,
         counters: Arc<Counters>,
@@ -96,6 +104,7 @@ impl Pipeline {
         let mut threads = Vec::new();
 
         let reader_stop = stop.clone();
+        let reader_counters = counters.clone();
         threads.push(std::thread::spawn(move || {
             for index in 0..geometry.count() {
                 if reader_stop.load(Ordering::Relaxed) {
@@ -104,12 +113,11 @@ impl Pipeline {
                 let offset = index * geometry.chunk_size;
                 let len = geometry.len(index).expect("index within the disk") as usize;
                 let mut buf = vec![0u8; len];
-                let item = file
-                    .read_exact_at(&mut buf, offset)
+                let item = read_chunk(&file, map.as_deref(), offset, &mut buf, &reader_counters)
                     .map(|()| (index, buf))
-                    .map_err(|source| ReadError {
+                    .map_err(|(at, source)| ReadError {
                         path: path.clone(),
-                        offset,
+                        offset: at,
                         source,
                     });
                 let failed = item.is_err();
@@ -142,6 +150,48 @@ impl Pipeline {
             let _ = t.join();
         }
     }
+}
+
+/// Reads into `buf` (zeroed) the bytes of the chunk at `offset` that `map` covers (all of it
+/// without a map). Nearby ranges are read in one call and the gaps zeroed again, so a
+/// fragmented bitmap does not cost a system call per block.
+fn read_chunk(
+    file: &File,
+    map: Option<&Extents>,
+    offset: u64,
+    buf: &mut [u8],
+    counters: &Counters,
+) -> Result<(), (u64, std::io::Error)> {
+    const MERGE_GAP: u64 = 256 * 1024;
+    let Some(map) = map else {
+        counters
+            .read_bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        return file.read_exact_at(buf, offset).map_err(|e| (offset, e));
+    };
+    let ranges = ranges_in(map, offset, buf.len() as u64);
+    let mut i = 0;
+    while i < ranges.len() {
+        let (start, _) = ranges[i];
+        let mut j = i;
+        while j + 1 < ranges.len() && ranges[j + 1].0 - (ranges[j].0 + ranges[j].1) <= MERGE_GAP {
+            j += 1;
+        }
+        let end = ranges[j].0 + ranges[j].1;
+        let span = &mut buf[start as usize..end as usize];
+        file.read_exact_at(span, offset + start)
+            .map_err(|e| (offset + start, e))?;
+        counters
+            .read_bytes
+            .fetch_add(end - start, Ordering::Relaxed);
+        for k in i..j {
+            let gap_from = (ranges[k].0 + ranges[k].1) as usize;
+            let gap_to = ranges[k + 1].0 as usize;
+            buf[gap_from..gap_to].fill(0);
+        }
+        i = j + 1;
+    }
+    Ok(())
 }
 
 fn worker(

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DiskId, MachineId, SessionId};
 use crate::inventory::{DiskInfo, Inventory};
-use crate::layout::PartitionTable;
+use crate::layout::{CaptureMap, PartitionTable};
 
 /// Largest JSON request body the server reads; anything larger is a 400 before it is parsed.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -84,6 +84,9 @@ pub struct AnnounceDisk {
     pub info: DiskInfo,
     pub chunk_size: u64,
     pub layout: PartitionTable,
+    /// What the agent reads of the disk and why (filesystems found, used bytes, fallbacks).
+    #[serde(default)]
+    pub capture_map: Option<CaptureMap>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +169,9 @@ pub struct DiskSummary {
     /// Compressed bytes received for this disk over all sessions (what crossed the wire).
     pub received_bytes: u64,
     pub layout: PartitionTable,
+    /// The agent's capture report from the latest announcement of the disk.
+    #[serde(default)]
+    pub capture_map: Option<CaptureMap>,
     pub info: DiskInfo,
     /// Seconds since the Unix epoch of the last chunk received.
     pub last_chunk_at: Option<u64>,

@@ -67,3 +67,49 @@ pub enum PartitionKind {
     /// An MBR logical partition inside the extended one.
     Logical,
 }
+
+/// How the agent chose what to read of a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    /// Only the bytes the filesystems use, plus everything outside filesystems; free space is
+    /// sent as zeros.
+    UsedBlocks,
+    /// Every byte (`p2v-capture --whole-disk`).
+    WholeDisk,
+}
+
+/// What the agent found in one area of a disk (a partition, a whole unpartitioned disk, or a
+/// logical volume inside an LVM physical volume) and how much of it it captures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AreaReport {
+    /// Partition number; `None` for a whole disk without a table or for a logical volume.
+    pub partition: Option<u32>,
+    /// Logical volume name (`vg/lv`) for areas inside an LVM physical volume.
+    pub volume: Option<String>,
+    pub start_bytes: u64,
+    pub size_bytes: u64,
+    /// `ext2`, `ext3`, `ext4`, `xfs`, `ntfs`, `fat12`, `fat16`, `fat32`, `exfat`, `btrfs`,
+    /// `swap`, `lvm2_pv`, `luks1`, `luks2`, `md_raid` or `unknown`.
+    pub content: String,
+    /// Bytes in use according to the filesystem's own structures, when it says.
+    pub fs_used_bytes: Option<u64>,
+    /// Bytes of the area the agent reads and sends.
+    pub captured_bytes: u64,
+    /// Why the whole area is captured, when it is (inconsistent metadata, unsupported feature,
+    /// encrypted, unknown content).
+    pub fallback: Option<String>,
+}
+
+/// The capture report of one disk: sent when the disk is announced, stored by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureMap {
+    pub mode: CaptureMode,
+    pub areas: Vec<AreaReport>,
+    /// Bytes outside any analyzed area (partition tables, boot code and gaps), always captured.
+    pub outside_bytes: u64,
+    /// All bytes captured on the disk.
+    pub captured_bytes: u64,
+}

@@ -36,7 +36,7 @@ use p2v_protocol::api::{
     MachineSummary, SessionSummary,
 };
 use p2v_protocol::inventory::{DiskInfo, Inventory};
-use p2v_protocol::layout::PartitionTable;
+use p2v_protocol::layout::{CaptureMap, PartitionTable};
 use p2v_protocol::{ChunkGeometry, ChunkHash, DiskId, MachineId, SessionId};
 use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
@@ -87,6 +87,9 @@ pub(crate) struct DiskRecord {
     pub disk_key: String,
     pub info: DiskInfo,
     pub layout: PartitionTable,
+    /// The agent's capture report from the latest announcement.
+    #[serde(default)]
+    pub capture_map: Option<CaptureMap>,
     pub chunk_size: u64,
     pub state: DiskState,
     /// Number of records in `chunks` for this disk (kept in the same transactions).
@@ -124,6 +127,7 @@ impl DiskRecord {
             durable_bytes: self.durable_bytes,
             received_bytes: self.received_bytes,
             layout: self.layout.clone(),
+            capture_map: self.capture_map.clone(),
             info: self.info.clone(),
             last_chunk_at: self.last_chunk_at,
         }
@@ -442,6 +446,7 @@ impl Store {
                 }
                 record.info = request.info.clone();
                 record.layout = request.layout.clone();
+                record.capture_map = request.capture_map.clone();
                 if !images.exists(disk) {
                     tracing::warn!(%disk, "raw image is missing; recreating it and forgetting its chunks");
                     images.create(disk, size)?;
@@ -469,6 +474,7 @@ impl Store {
                 disk_key: request.disk_key.clone(),
                 info: request.info.clone(),
                 layout: request.layout.clone(),
+                capture_map: request.capture_map.clone(),
                 chunk_size: request.chunk_size,
                 state: DiskState::Receiving,
                 durable_chunks: 0,

@@ -186,12 +186,13 @@ impl Server {
             .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
             .env("P2V_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if !extra.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut process = Guarded::spawn(command)?;
         let log = std::sync::Arc::new(Mutex::new(String::new()));
         let stderr = process.child().stderr.take().expect("piped");

@@ -537,3 +537,91 @@ fn chunks_rejected_as_corrupted_are_sent_again() {
     server.export(&disk, "qcow2", &out).unwrap();
     qemu_img_compare(&source, "raw", &out, "qcow2").unwrap();
 }
+
+/// Starts a slow capture of big-random.img and returns the agent once the server holds at least
+/// `percent` of its chunks durably.
+fn start_slow_capture(
+    server: &Server,
+    token: &str,
+    retry_for: &str,
+    percent: u64,
+) -> (Guarded, u64) {
+    let mut args = server.agent_args(token);
+    args.extend(
+        [
+            "--level",
+            "19",
+            "--retry-for",
+            retry_for,
+            "--no-progress",
+            "--json",
+        ]
+        .map(String::from),
+    );
+    args.push(fixtures().join("big-random.img").display().to_string());
+    let agent = spawn_agent(&args).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "capture never got to {percent}%:\n{}",
+            server.log()
+        );
+        if let Some(d) = server.disks().unwrap().first() {
+            if d.durable_chunks * 100 >= d.chunk_count * percent {
+                return (agent, d.durable_chunks);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn agent_killed_half_way_then_rerun_completes() {
+    let work = TempDir::new().unwrap();
+    let server = Server::start(&work.path().join("data")).unwrap();
+    let token = server.create_token().unwrap();
+    let (mut agent, _) = start_slow_capture(&server, &token, "5m", 40);
+    agent.kill9();
+    let before = server.disks().unwrap().remove(0);
+    assert_eq!(before.state, DiskState::Receiving);
+
+    let source = fixtures().join("big-random.img");
+    let report = capture(&server, &token, &source, &[]);
+    let disk = report_disk(&report);
+    assert!(disk["chunks_skipped"].as_u64().unwrap() >= before.durable_chunks);
+    let out = work.path().join("after-agent-kill.raw");
+    server
+        .export(disk["disk_id"].as_str().unwrap(), "raw", &out)
+        .unwrap();
+    qemu_img_compare(&source, "raw", &out, "raw").unwrap();
+}
+
+/// The server goes away and comes back on the same address while the agent is retrying: the
+/// same run of the agent completes, no re-run needed.
+#[test]
+fn agent_rides_out_a_server_restart() {
+    let work = TempDir::new().unwrap();
+    let data = work.path().join("data");
+    let mut server = Server::start(&data).unwrap();
+    let token = server.create_token().unwrap();
+    let listen = server.url.trim_start_matches("https://").to_string();
+    let (agent, _) = start_slow_capture(&server, &token, "2m", 30);
+    server.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    let server = Server::start_with(&data, &["--listen", &listen]).unwrap();
+    let output = agent.wait_output(Duration::from_secs(600)).unwrap();
+    let report =
+        agent_report(&output).unwrap_or_else(|e| panic!("{e:#}\nserver log:\n{}", server.log()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("retrying"),
+        "the agent saw the outage: {stderr}"
+    );
+    let disk = report_disk(&report);
+    let out = work.path().join("ride-out.raw");
+    server
+        .export(disk["disk_id"].as_str().unwrap(), "raw", &out)
+        .unwrap();
+    qemu_img_compare(&fixtures().join("big-random.img"), "raw", &out, "raw").unwrap();
+}

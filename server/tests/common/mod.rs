@@ -261,6 +261,7 @@ pub fn announce_body(name: &str, size: u64) -> AnnounceDisk {
         info,
         chunk_size: CHUNK,
         layout: PartitionTable::None,
+        capture_map: None,
     }
 }
 
