@@ -22,6 +22,7 @@ build: setup
 
 fixtures: setup
 	bash scripts/make-fixtures.sh $(FIXTURES)
+	bash scripts/make-fs-fixtures.sh target/fs-fixtures
 
 lint:
 	$(CARGO) fmt --all -- --check

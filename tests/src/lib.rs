@@ -413,3 +413,367 @@ impl Drop for LoopDevice {
         let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
     }
 }
+
+/// The per-filesystem fixture disks, built by `scripts/make-fs-fixtures.sh` on first use (cached
+/// under `target/fs-fixtures`).
+pub fn fs_fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("fs-fixtures");
+        let status = Command::new("bash")
+            .arg(workspace().join("scripts/make-fs-fixtures.sh"))
+            .arg(&dir)
+            .status()
+            .expect("running scripts/make-fs-fixtures.sh");
+        assert!(status.success(), "scripts/make-fs-fixtures.sh failed");
+        dir
+    })
+}
+
+/// Copies `len` bytes at `offset` of `from` into a new file `to`.
+pub fn extract(from: &Path, offset: u64, len: u64, to: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let src = std::fs::File::open(from)?;
+    let dst = std::fs::File::create(to)?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        src.read_exact_at(&mut buf[..n], offset + done)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            dst.write_all_at(&buf[..n], done)?;
+        }
+        done += n as u64;
+    }
+    dst.set_len(len)?;
+    Ok(())
+}
+
+/// A mount point that is unmounted (lazily) and removed on drop; for FUSE mounts over a loop
+/// device, the device is detached too.
+#[derive(Debug)]
+pub struct Mounted {
+    pub dir: PathBuf,
+    loop_device: Option<PathBuf>,
+}
+
+impl Mounted {
+    /// `mount -o OPTIONS,loop IMAGE DIR` (a kernel filesystem).
+    pub fn kernel(image: &Path, dir: &Path, options: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        run("mount", &["-o", &format!("{options},loop"), image.to_str().expect("utf-8"), dir.to_str().expect("utf-8")])?;
+        Ok(Self { dir: dir.to_path_buf(), loop_device: None })
+    }
+
+    /// A FUSE driver (`ntfs-3g`, `mount.exfat-fuse`) over a read-only loop device.
+    pub fn fuse(program: &str, image: &Path, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let dev = run("losetup", &["--find", "--show", "--read-only", image.to_str().expect("utf-8")])?;
+        let dev = PathBuf::from(dev.trim());
+        if let Err(e) = run(program, &["-o", "ro", dev.to_str().expect("utf-8"), dir.to_str().expect("utf-8")]) {
+            let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+            return Err(e);
+        }
+        Ok(Self { dir: dir.to_path_buf(), loop_device: Some(dev) })
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        if let Some(dev) = &self.loop_device {
+            let _ = Command::new("losetup").arg("-d").arg(dev).status();
+        }
+    }
+}
+
+/// Bytes in use by a filesystem image according to partclone (`Space in use: … = N Blocks`
+/// times `Block size`), an oracle independent of our parsers.
+pub fn partclone_used_bytes(tool: &str, image: &Path) -> Result<u64> {
+    let output = Command::new(tool)
+        .args(["-c", "-s", image.to_str().expect("utf-8"), "-O", "/dev/null", "-L", "/dev/null"])
+        .stdin(Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let blocks = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Space in use:"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|l| l.trim().split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    let block = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Block size:"))
+        .and_then(|l| l.trim().split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    match (blocks, block) {
+        (Some(n), Some(b)) => Ok(n * b),
+        _ => bail!("{tool} did not report its usage:\n{text}"),
+    }
+}
+
+// --- Boot tests (tests/tests/boot_*.rs): the live image under QEMU (TCG) --------------------
+
+/// The live image built by `p2v-image build --no-usb` from the static init and agent, cached
+/// under `target/boot-image` and rebuilt when the kernel, the init, the agent or the builder
+/// change (their sizes and modification times are the key).
+pub fn boot_image() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("boot-image");
+        let musl = target_dir().join("x86_64-unknown-linux-musl/release");
+        let init = musl.join("p2v-init");
+        let agent = musl.join("p2v-capture");
+        let builder = find_bin("p2v-image", &["release", "debug"]);
+        assert!(
+            init.exists(),
+            "{} is not built: run `make build` (cargo build --release -p p2v-init --target x86_64-unknown-linux-musl)",
+            init.display()
+        );
+        let mut key = String::new();
+        let kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        for p in kernels
+            .iter()
+            .filter(|p| p.to_string_lossy().contains("vmlinuz"))
+            .chain([&init, &agent, &builder])
+        {
+            let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            key.push_str(&format!(
+                "{} {} {:?}\n",
+                p.display(),
+                m.len(),
+                m.modified().ok()
+            ));
+        }
+        let stamp = dir.join("cache-key");
+        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str())
+            && dir.join("initrd.img").exists()
+        {
+            return dir;
+        }
+        let out = Command::new(&builder)
+            .args(["build", "--no-usb", "--output"])
+            .arg(&dir)
+            .arg("--init")
+            .arg(&init)
+            .arg("--agent")
+            .arg(&agent)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running p2v-image");
+        assert!(
+            out.status.success(),
+            "p2v-image build failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprint!("{}", String::from_utf8_lossy(&out.stdout));
+        std::fs::write(&stamp, key).expect("writing the cache key");
+        dir
+    })
+}
+
+/// A USB stick image with these kernel arguments, made from [`boot_image`].
+pub fn usb_image(cmdline: &str, output: &Path) -> Result<()> {
+    let dir = boot_image();
+    let builder = find_bin("p2v-image", &["release", "debug"]);
+    let out = Command::new(builder)
+        .arg("usb")
+        .arg("--kernel")
+        .arg(dir.join("vmlinuz"))
+        .arg("--initrd")
+        .arg(dir.join("initrd.img"))
+        .arg("--cmdline")
+        .arg(cmdline)
+        .arg("--output")
+        .arg(output)
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "p2v-image usb failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A QEMU guest whose serial console is collected; killed (process group) on drop.
+#[derive(Debug)]
+pub struct Qemu {
+    process: Guarded,
+    console: std::sync::Arc<Mutex<String>>,
+    pub started: Instant,
+}
+
+impl Qemu {
+    /// Starts `qemu-system-x86_64 -nographic -no-reboot` (TCG) with `args` after the machine
+    /// basics; the serial console goes to stdout.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<Self> {
+        let mut command = Command::new("qemu-system-x86_64");
+        command
+            .args([
+                "-machine",
+                "q35,accel=tcg",
+                "-m",
+                "1024",
+                "-smp",
+                "2",
+                "-nographic",
+                "-no-reboot",
+                "-monitor",
+                "none",
+                "-serial",
+                "stdio",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut process = Guarded::spawn(command)?;
+        let console = std::sync::Arc::new(Mutex::new(String::new()));
+        for stream in [
+            process
+                .child()
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            process
+                .child()
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let console = console.clone();
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    console
+                        .lock()
+                        .expect("console")
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Ok(Self {
+            process,
+            console,
+            started,
+        })
+    }
+
+    /// Everything on the serial console so far.
+    pub fn console(&self) -> String {
+        self.console.lock().expect("console").clone()
+    }
+
+    /// Waits until the console shows `marker`; returns the line holding it. Fails with the
+    /// whole console when `failure` shows up first, QEMU exits, or the timeout passes.
+    pub fn wait_for(&mut self, marker: &str, failure: &[&str], timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let console = self.console();
+            if let Some(line) = console.lines().find(|l| l.contains(marker)) {
+                return Ok(line.trim().to_string());
+            }
+            if let Some(f) = failure.iter().find(|f| console.contains(*f)) {
+                bail!("the guest printed {f:?}; its console:\n{console}");
+            }
+            if let Ok(Some(status)) = self.process.child().try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                bail!(
+                    "QEMU exited ({status}) before {marker:?}; console:\n{}",
+                    self.console()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no {marker:?} after {} s; console:\n{console}",
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits for QEMU to exit (the guest powered off).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.process.child().try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("QEMU still running after {} s; console:\n{}", timeout.as_secs(), self.console())
+    }
+}
+
+/// A TCP forwarder on 127.0.0.1 that notes when the first byte from a client arrives: the
+/// boot tests' "power-on to first byte received by the server".
+#[derive(Debug)]
+pub struct FirstByteProxy {
+    pub port: u16,
+    first: std::sync::Arc<Mutex<Option<Instant>>>,
+}
+
+impl FirstByteProxy {
+    pub fn start(target: std::net::SocketAddr) -> Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let first = std::sync::Arc::new(Mutex::new(None));
+        let noted = first.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let noted = noted.clone();
+                let (mut c_read, mut s_write) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = c_read.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        noted.lock().expect("first").get_or_insert_with(Instant::now);
+                        if std::io::Write::write_all(&mut s_write, &buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_read, mut c_write) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Ok(Self { port, first })
+    }
+
+    /// When the first byte arrived, if it did.
+    pub fn first_byte(&self) -> Option<Instant> {
+        *self.first.lock().expect("first")
+    }
+}
+
+/// The port of a server URL `https://127.0.0.1:PORT`.
+pub fn url_port(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
