@@ -6,6 +6,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((capture, _)) = p2v_fsmap::ntfs::used(data) {
-        assert!(capture.ranges().iter().all(|&(s, l)| s + l <= data.len() as u64));
+        assert!(capture
+            .ranges()
+            .iter()
+            .all(|&(s, l)| s + l <= data.len() as u64));
     }
 });
