@@ -652,8 +652,9 @@ pub fn used<R: ReadAt + ?Sized>(area: &R) -> Result<(Extents, Option<u64>), FsEr
     if size > fs_end {
         ext.add(fs_end, size - fs_end);
     }
-    let fs_used = (used_clusters * cluster_bytes + sb.first_data_block * bs).min(fs_end);
-    Ok((ext, Some(fs_used)))
+    let fs_used = (used_clusters * cluster_bytes + sb.first_data_block * bs).min(fs_end.min(size));
+    // A last bigalloc cluster, or the one block of margin allowed above, may pass the area.
+    Ok((ext.clamp_to(size), Some(fs_used)))
 }
 
 fn set_bit(bm: &mut [u8], bit: u64) {
