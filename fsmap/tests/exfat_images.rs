@@ -148,7 +148,20 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
+        // The FUSE daemon may still hold the mount for a moment after the last read.
+        let unmounted = (0..50).any(|_| {
+            let ok = Command::new("umount")
+                .arg(&self.dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            ok
+        });
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
         let _ = Command::new("losetup").args(["-d", &self.dev]).status();
     }
 }
