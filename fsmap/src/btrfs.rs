@@ -104,7 +104,7 @@ pub fn used<R: ReadAt + ?Sized>(area: &R) -> Result<(Extents, Option<u64>), FsEr
     if area.size() > sb.dev_total_bytes {
         capture.add(sb.dev_total_bytes, area.size() - sb.dev_total_bytes);
     }
-    Ok((capture, Some(allocated.total())))
+    Ok((capture.clamp_to(area.size()), Some(allocated.total())))
 }
 
 /// Parses and checks the primary superblock (4096 bytes); returns it and the bootstrap

@@ -691,7 +691,7 @@ pub fn analyze_pv<R: ReadAt + ?Sized>(area: &R) -> Result<PvAnalysis, FsError> {
     Ok(PvAnalysis {
         vg_name,
         lvs,
-        capture,
+        capture: capture.clamp_to(area.size()),
         allocated,
     })
 }

@@ -1,4 +1,4 @@
-//! Any bytes as an btrfs device: the map is an answer or an error, never a panic, a hang or an
+//! Any bytes as a btrfs device: the map is an answer or an error, never a panic, a hang or an
 //! unbounded allocation. Run: `cargo +nightly fuzz run fsmap_btrfs`.
 #![no_main]
 
