@@ -1,10 +1,11 @@
 //! LVM2 physical volumes: the metadata area, and each logical volume's filesystem mapped back
 //! onto the PV.
 //!
-//! Implements the LVM2 on-disk format as written by lvm2's `format_text` (`lib/label/label.c`,
-//! `lib/format_text/layout.h`, `format-text.c`, `import_vsn1.c`; summarized in the lvm2 source's
-//! `doc/lvm2-raid.txt`-era "LVM2 on-disk format" notes and `man 7 lvm` / `vgcfgbackup` text
-//! format):
+//! Implements the LVM2 on-disk format as lvm2 itself defines it (there is no separate
+//! specification): `lib/label/label.c` and `lib/format_text/layout.h` for the label, PV header
+//! and metadata area header, `lib/format_text/format-text.c` for the circular metadata buffer,
+//! and `lib/format_text/import_vsn1.c` with `lib/config/config.c` for the text format (the same
+//! text `vgcfgbackup(8)` writes):
 //!
 //! - the label: `LABELONE` in one of the first four sectors, type `LVM2 001`, with its CRC
 //!   (lvm2's `calc_crc`: CRC-32, initial value 0xf597a6cf, no final inversion);

@@ -277,8 +277,12 @@ fn lvs_on_a_pv_are_mapped_and_survive() {
         sh(&format!("umount {}", mnt.display()));
         assert_eq!(got, hashes(src), "{lv}");
     }
-    // `used` is the same map.
+    // `used` is the same map, and so is what `analyze` answers for the PV.
     assert_eq!(lvm::used(&area).unwrap().0, pv.capture);
+    let whole = p2v_fsmap::analyze(&area);
+    assert_eq!(whole.content, Content::Lvm2Pv, "{whole:?}");
+    assert_eq!(whole.fallback, None);
+    assert_eq!(whole.capture, pv.capture);
 }
 
 fn patch(p: &Path, offset: u64, f: impl FnOnce(&mut [u8])) {
@@ -323,11 +327,29 @@ fn damage_is_refused_and_mutations_never_panic() {
     assert_eq!(a.capture, Extents::whole(PV_SIZE));
     assert!(a.fallback.is_some());
 
+    // A raid1 LV whose sub-LV is `other`: `other` is then captured whole, not analyzed.
+    let text = pristine[text_at as usize..(text_at + text_len) as usize].to_vec();
+    let text_str = String::from_utf8(text.clone()).unwrap();
+    let raid = "logical_volumes {\nr1 {\nid = \"x\"\nstatus = [\"READ\", \"VISIBLE\"]\n\
+                segment_count = 1\nsegment1 {\nstart_extent = 0\nextent_count = 2\n\
+                type = \"raid1\"\ndevice_count = 1\nraids = [\"other\"]\n}\n}\n";
+    let edited = text_str.replacen("logical_volumes {", raid, 1);
+    let mut data = pristine.clone();
+    write_text(&mut data, mda_off, text_at, edited.as_bytes());
+    let pv = lvm::analyze_pv(&data).unwrap();
+    let other = &pv.lvs.iter().find(|(n, _)| n == "other").unwrap().1;
+    assert!(
+        other
+            .fallback
+            .as_deref()
+            .unwrap_or("")
+            .contains("part of LV r1"),
+        "{other:?}"
+    );
+
     // Random changes to the metadata text with its CRCs fixed up, so that they reach the
     // text parser and the LV mapping: an answer or an error, never a panic; an answer never
     // leaves out what is before pe_start.
-    let mut data = pristine.clone();
-    let text = pristine[text_at as usize..(text_at + text_len) as usize].to_vec();
     let mut seed = 0xD1B5_4A32_D192_ED03u64;
     let mut rnd = move || {
         seed ^= seed << 13;
@@ -347,17 +369,24 @@ fn damage_is_refused_and_mutations_never_panic() {
                 _ => t[at] = rnd() as u8,
             }
         }
-        let at = text_at as usize;
-        data[at..at + t.len()].copy_from_slice(&t);
-        let h = mda_off as usize;
-        let crc = calc_crc(0xf597_a6cf, &t);
-        data[h + 56..h + 60].copy_from_slice(&crc.to_le_bytes());
-        let hcrc = calc_crc(0xf597_a6cf, &data[h + 4..h + 512]);
-        data[h..h + 4].copy_from_slice(&hcrc.to_le_bytes());
+        write_text(&mut data, mda_off, text_at, &t);
         if let Ok(pv) = lvm::analyze_pv(&data) {
             answered += 1;
             assert_eq!(pv.capture.ranges()[0].0, 0);
         }
     }
     assert!(answered > 0, "no mutation reached an answer");
+}
+
+/// Puts `text` as the current metadata of the area at `mda_off` (at `text_at`), with its size
+/// and both CRCs.
+fn write_text(data: &mut [u8], mda_off: u64, text_at: u64, text: &[u8]) {
+    let at = text_at as usize;
+    data[at..at + text.len()].copy_from_slice(text);
+    let h = mda_off as usize;
+    data[h + 48..h + 56].copy_from_slice(&(text.len() as u64).to_le_bytes());
+    let crc = calc_crc(0xf597_a6cf, text);
+    data[h + 56..h + 60].copy_from_slice(&crc.to_le_bytes());
+    let hcrc = calc_crc(0xf597_a6cf, &data[h + 4..h + 512]);
+    data[h..h + 4].copy_from_slice(&hcrc.to_le_bytes());
 }
