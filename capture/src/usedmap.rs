@@ -112,7 +112,21 @@ pub fn map_disk(file: &File, size: u64, table: &PartitionTable) -> DiskMap {
         free_total.add_shifted(&analysis.capture.complement(len), start);
         used_total.add_shifted(&analysis.capture, start);
         let report = area_report(partition, start, len, &analysis);
-        // LVM2_REPORT_HOOK
+        if analysis.content == Content::Lvm2Pv {
+            // One line per logical volume as well (the PV's own map already covers them).
+            if let Ok(pv) = p2v_fsmap::lvm::analyze_pv(&window) {
+                reports.push(AreaReport {
+                    content: format!("lvm2_pv ({})", pv.vg_name),
+                    ..report
+                });
+                for (name, lv) in &pv.lvs {
+                    let mut lv_report = area_report(None, start, lv.capture.total(), lv);
+                    lv_report.volume = Some(format!("{}/{name}", pv.vg_name));
+                    reports.push(lv_report);
+                }
+                continue;
+            }
+        }
         reports.push(report);
     }
     let mut capture = free_total.complement(size);

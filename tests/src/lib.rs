@@ -461,20 +461,50 @@ impl Mounted {
     /// `mount -o OPTIONS,loop IMAGE DIR` (a kernel filesystem).
     pub fn kernel(image: &Path, dir: &Path, options: &str) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        run("mount", &["-o", &format!("{options},loop"), image.to_str().expect("utf-8"), dir.to_str().expect("utf-8")])?;
-        Ok(Self { dir: dir.to_path_buf(), loop_device: None })
+        run(
+            "mount",
+            &[
+                "-o",
+                &format!("{options},loop"),
+                image.to_str().expect("utf-8"),
+                dir.to_str().expect("utf-8"),
+            ],
+        )?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            loop_device: None,
+        })
     }
 
     /// A FUSE driver (`ntfs-3g`, `mount.exfat-fuse`) over a read-only loop device.
     pub fn fuse(program: &str, image: &Path, dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let dev = run("losetup", &["--find", "--show", "--read-only", image.to_str().expect("utf-8")])?;
+        let dev = run(
+            "losetup",
+            &[
+                "--find",
+                "--show",
+                "--read-only",
+                image.to_str().expect("utf-8"),
+            ],
+        )?;
         let dev = PathBuf::from(dev.trim());
-        if let Err(e) = run(program, &["-o", "ro", dev.to_str().expect("utf-8"), dir.to_str().expect("utf-8")]) {
+        if let Err(e) = run(
+            program,
+            &[
+                "-o",
+                "ro",
+                dev.to_str().expect("utf-8"),
+                dir.to_str().expect("utf-8"),
+            ],
+        ) {
             let _ = Command::new("losetup").arg("-d").arg(&dev).status();
             return Err(e);
         }
-        Ok(Self { dir: dir.to_path_buf(), loop_device: Some(dev) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            loop_device: Some(dev),
+        })
     }
 }
 
@@ -491,10 +521,19 @@ impl Drop for Mounted {
 /// times `Block size`), an oracle independent of our parsers.
 pub fn partclone_used_bytes(tool: &str, image: &Path) -> Result<u64> {
     let output = Command::new(tool)
-        .args(["-c", "-s", image.to_str().expect("utf-8"), "-O", "/dev/null", "-L", "/dev/null"])
+        .args([
+            "-c",
+            "-s",
+            image.to_str().expect("utf-8"),
+            "-O",
+            "/dev/null",
+            "-L",
+            "/dev/null",
+        ])
         .stdin(Stdio::null())
         .output()?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
     let blocks = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Space in use:"))
@@ -680,7 +719,12 @@ impl Qemu {
 
     /// Waits until the console shows `marker`; returns the line holding it. Fails with the
     /// whole console when `failure` shows up first, QEMU exits, or the timeout passes.
-    pub fn wait_for(&mut self, marker: &str, failure: &[&str], timeout: Duration) -> Result<String> {
+    pub fn wait_for(
+        &mut self,
+        marker: &str,
+        failure: &[&str],
+        timeout: Duration,
+    ) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let console = self.console();
@@ -716,7 +760,11 @@ impl Qemu {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        bail!("QEMU still running after {} s; console:\n{}", timeout.as_secs(), self.console())
+        bail!(
+            "QEMU still running after {} s; console:\n{}",
+            timeout.as_secs(),
+            self.console()
+        )
     }
 }
 
@@ -740,14 +788,20 @@ impl FirstByteProxy {
                     continue;
                 };
                 let noted = noted.clone();
-                let (mut c_read, mut s_write) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                let (mut c_read, mut s_write) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 65536];
                     while let Ok(n) = c_read.read(&mut buf) {
                         if n == 0 {
                             break;
                         }
-                        noted.lock().expect("first").get_or_insert_with(Instant::now);
+                        noted
+                            .lock()
+                            .expect("first")
+                            .get_or_insert_with(Instant::now);
                         if std::io::Write::write_all(&mut s_write, &buf[..n]).is_err() {
                             break;
                         }
@@ -776,4 +830,51 @@ pub fn url_port(url: &str) -> u16 {
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+/// Bytes in use by a FAT filesystem according to `fsck.fat -n -v`: everything before the data
+/// area plus the used clusters.
+pub fn fsck_fat_used_bytes(image: &Path) -> Result<u64> {
+    let text = run("fsck.fat", &["-n", "-v", image.to_str().expect("utf-8")])?;
+    let number_before = |suffix: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.contains(suffix))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    };
+    let cluster = number_before("bytes per cluster");
+    let data_start = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Data area starts at byte "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    let used = text
+        .lines()
+        .find(|l| l.contains(" files, ") && l.contains(" clusters"))
+        .and_then(|l| l.rsplit(", ").next())
+        .and_then(|l| l.split('/').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    match (cluster, data_start, used) {
+        (Some(c), Some(d), Some(u)) => Ok(d + u * c),
+        _ => bail!("fsck.fat -v did not report its usage:\n{text}"),
+    }
+}
+
+/// Bytes in use by an ext2/3/4 filesystem according to `dumpe2fs -h`: (block count - free
+/// blocks) x block size.
+pub fn dumpe2fs_used_bytes(image: &Path) -> Result<u64> {
+    let text = run("dumpe2fs", &["-h", image.to_str().expect("utf-8")])?;
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    match (
+        field("Block count:"),
+        field("Free blocks:"),
+        field("Block size:"),
+    ) {
+        (Some(n), Some(f), Some(b)) => Ok((n - f) * b),
+        _ => bail!("dumpe2fs -h did not report its usage:\n{text}"),
+    }
 }
