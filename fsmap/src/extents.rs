@@ -116,6 +116,9 @@ mod tests {
         assert_eq!(e.ranges(), &[(0, 25), (30, 5), (50, 10)]);
         assert_eq!(e.total(), 40);
         assert_eq!(e.complement(70).ranges(), &[(25, 5), (35, 15), (60, 10)]);
-        assert_eq!(e.clone().clamp_to(52).ranges(), &[(0, 25), (30, 5), (50, 2)]);
+        assert_eq!(
+            e.clone().clamp_to(52).ranges(),
+            &[(0, 25), (30, 5), (50, 2)]
+        );
     }
 }

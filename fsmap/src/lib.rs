@@ -92,7 +92,10 @@ impl<R: ReadAt + ?Sized> ReadAt for Window<'_, R> {
 }
 
 fn eof() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "read beyond the end of the area")
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "read beyond the end of the area",
+    )
 }
 
 /// Why a parser could not map an area.
@@ -115,27 +118,33 @@ pub enum FsError {
 /// Reads a little-endian integer field from a byte buffer. Callers slice buffers they sized, so
 /// an out-of-range offset is a bug in this crate; it still returns 0 rather than panic.
 pub fn le_u16(buf: &[u8], at: usize) -> u16 {
-    buf.get(at..at + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+    buf.get(at..at + 2)
+        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
 }
 /// See [`le_u16`].
 pub fn le_u32(buf: &[u8], at: usize) -> u32 {
-    buf.get(at..at + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    buf.get(at..at + 4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 /// See [`le_u16`].
 pub fn le_u64(buf: &[u8], at: usize) -> u64 {
-    buf.get(at..at + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    buf.get(at..at + 8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 /// Big-endian (XFS is big-endian on disk).
 pub fn be_u16(buf: &[u8], at: usize) -> u16 {
-    buf.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    buf.get(at..at + 2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
 }
 /// See [`be_u16`].
 pub fn be_u32(buf: &[u8], at: usize) -> u32 {
-    buf.get(at..at + 4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    buf.get(at..at + 4)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 /// See [`be_u16`].
 pub fn be_u64(buf: &[u8], at: usize) -> u64 {
-    buf.get(at..at + 8).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    buf.get(at..at + 8)
+        .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// The result of analyzing one area, for the capture report.
@@ -175,8 +184,12 @@ pub fn analyze<R: ReadAt + ?Sized>(area: &R) -> Analysis {
         Content::Btrfs => btrfs::used(area),
         Content::Swap => swap::used(area),
         Content::Lvm2Pv => lvm::used(area),
-        Content::Luks { .. } => Err(FsError::Unsupported("LUKS: encrypted, captured whole".into())),
-        Content::MdRaid => Err(FsError::Unsupported("MD RAID member: captured whole".into())),
+        Content::Luks { .. } => Err(FsError::Unsupported(
+            "LUKS: encrypted, captured whole".into(),
+        )),
+        Content::MdRaid => Err(FsError::Unsupported(
+            "MD RAID member: captured whole".into(),
+        )),
         Content::Unknown => Err(FsError::Unsupported("no filesystem recognized".into())),
     };
     match mapped {
