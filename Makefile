@@ -18,7 +18,7 @@ setup:
 # and what the end-to-end tests run).
 build: setup
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) build --release -p p2v-capture --target $(MUSL_TARGET)
+	$(CARGO) build --release -p p2v-capture -p p2v-init --target $(MUSL_TARGET)
 
 fixtures: setup
 	bash scripts/make-fixtures.sh $(FIXTURES)

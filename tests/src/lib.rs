@@ -538,12 +538,12 @@ pub fn partclone_used_bytes(tool: &str, image: &Path) -> Result<u64> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("Space in use:"))
         .and_then(|l| l.split('=').nth(1))
-        .and_then(|l| l.trim().split_whitespace().next())
+        .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse::<u64>().ok());
     let block = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Block size:"))
-        .and_then(|l| l.trim().split_whitespace().next())
+        .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse::<u64>().ok());
     match (blocks, block) {
         (Some(n), Some(b)) => Ok(n * b),
