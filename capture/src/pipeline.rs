@@ -62,7 +62,8 @@ pub struct PipelineSettings {
 }
 
 /// Chunks read from the disk, by index, on their way to the workers.
-type RawChunks = Receiver<Result<(u64, Vec<u8>), ReadError>>;
+/// `None` data: the map covers nothing of the chunk, so it is zeros without being read.
+type RawChunks = Receiver<Result<(u64, Option<Vec<u8>>), ReadError>>;
 
 /// A failure of the reading stage.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +100,7 @@ impl Pipeline {
     ) -> (Self, PreparedChunks) {
         let stop = Arc::new(AtomicBool::new(false));
         let workers = settings.workers.max(1);
-        let (raw_tx, raw_rx) = sync_channel::<Result<(u64, Vec<u8>), ReadError>>(workers);
+        let (raw_tx, raw_rx) = sync_channel::<Result<(u64, Option<Vec<u8>>), ReadError>>(workers);
         let (out_tx, out_rx) = mpsc::channel(settings.upload_queue.max(1));
         let mut threads = Vec::new();
 
@@ -112,9 +113,18 @@ impl Pipeline {
                 }
                 let offset = index * geometry.chunk_size;
                 let len = geometry.len(index).expect("index within the disk") as usize;
+                let nothing_to_read = map
+                    .as_deref()
+                    .is_some_and(|m| ranges_in(m, offset, len as u64).is_empty());
+                if nothing_to_read {
+                    if raw_tx.send(Ok((index, None))).is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 let mut buf = vec![0u8; len];
                 let item = read_chunk(&file, map.as_deref(), offset, &mut buf, &reader_counters)
-                    .map(|()| (index, buf))
+                    .map(|()| (index, Some(buf)))
                     .map_err(|(at, source)| ReadError {
                         path: path.clone(),
                         offset: at,
@@ -219,16 +229,16 @@ fn worker(
             }
         };
         let offset = index * geometry.chunk_size;
-        let len = data.len() as u64;
-        let zero = is_all_zero(&data);
+        let len = geometry.len(index).expect("index within the disk");
+        let zero = data.as_deref().is_none_or(is_all_zero);
         let hash = if zero {
             if len == geometry.chunk_size {
                 full_zero_hash
             } else {
-                ChunkHash::of_zeros(data.len())
+                ChunkHash::of_zeros(len as usize)
             }
         } else {
-            ChunkHash::of(&data)
+            ChunkHash::of(data.as_deref().expect("not zero, so read"))
         };
         if held.get(index as usize).copied().flatten() == Some(hash) {
             counters.chunks_skipped.fetch_add(1, Ordering::Relaxed);
@@ -239,6 +249,7 @@ fn worker(
             counters.chunks_zero.fetch_add(1, Ordering::Relaxed);
             (ChunkEncoding::Zero, Bytes::new())
         } else {
+            let data = data.expect("not zero, so read");
             match compressor.as_mut().and_then(|c| c.compress(&data).ok()) {
                 Some(packed) if packed.len() < data.len() => {
                     (ChunkEncoding::Zstd, Bytes::from(packed))
