@@ -516,3 +516,21 @@ fn whole_disk_mode_copies_free_space_too() {
     assert_eq!(c.map.mode, p2v_protocol::layout::CaptureMode::WholeDisk);
     qemu_img_compare(&c.source, "raw", &c.rebuilt, "raw").unwrap();
 }
+
+#[test]
+fn corrupted_ext2_superblock_falls_back() {
+    // s_blocks_per_group 8193: the group count no longer matches the block count (ext2 has no
+    // checksums, so the geometry check is what notices).
+    corrupted_case("ext2", 1024 + 32, 0x01);
+}
+
+#[test]
+fn corrupted_lvm_label_falls_back() {
+    // Inside the PV header, covered by the label's CRC.
+    corrupted_case("lvm", 512 + 40, b'X');
+}
+
+#[test]
+fn corrupted_fat16_boot_sector_falls_back() {
+    corrupted_case("fat16", 13, 3);
+}
