@@ -119,9 +119,9 @@ pub fn map_disk(file: &File, size: u64, table: &PartitionTable) -> DiskMap {
                     content: format!("lvm2_pv ({})", pv.vg_name),
                     ..report
                 });
-                for (name, lv) in &pv.lvs {
-                    let mut lv_report = area_report(None, start, lv.capture.total(), lv);
-                    lv_report.volume = Some(format!("{}/{name}", pv.vg_name));
+                for lv in &pv.lvs {
+                    let mut lv_report = area_report(None, start, lv.size_bytes, &lv.analysis);
+                    lv_report.volume = Some(format!("{}/{}", pv.vg_name, lv.name));
                     reports.push(lv_report);
                 }
                 continue;

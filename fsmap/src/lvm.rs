@@ -36,13 +36,23 @@ const MDA_HEADER_SIZE: u64 = 512;
 const INITIAL_CRC: u32 = 0xf597_a6cf;
 const RAW_LOCN_IGNORED: u32 = 0x1;
 
+/// The analysis of one logical volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LvAnalysis {
+    pub name: String,
+    /// Size of the LV in bytes.
+    pub size_bytes: u64,
+    /// Its analysis (`capture` in the LV's own bytes).
+    pub analysis: Analysis,
+}
+
 /// The analysis of one PV.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PvAnalysis {
     pub vg_name: String,
     /// Every LV with extents on this PV, with its analysis (its `capture` is in the LV's own
     /// bytes; LVs that are captured whole carry the reason in `fallback`).
-    pub lvs: Vec<(String, Analysis)>,
+    pub lvs: Vec<LvAnalysis>,
     /// Bytes of the PV to capture.
     pub capture: Extents,
     /// Bytes of the PV allocated to LVs (whole extents).
@@ -687,7 +697,11 @@ pub fn analyze_pv<R: ReadAt + ?Sized>(area: &R) -> Result<PvAnalysis, FsError> {
                 a
             }
         };
-        lvs.push((lv_name.clone(), analysis));
+        lvs.push(LvAnalysis {
+            name: lv_name.clone(),
+            size_bytes: lv_size,
+            analysis,
+        });
     }
     Ok(PvAnalysis {
         vg_name,

@@ -198,7 +198,7 @@ fn lvs_on_a_pv_are_mapped_and_survive() {
     }
     assert_eq!(pv.allocated, allocated);
 
-    let by_name = |n: &str| &pv.lvs.iter().find(|(l, _)| l == n).unwrap().1;
+    let by_name = |n: &str| &pv.lvs.iter().find(|l| l.name == n).unwrap().analysis;
     for lv in ["lin", "other"] {
         let a = by_name(lv);
         assert!(matches!(a.content, Content::Ext { .. }), "{lv}: {a:?}");
@@ -337,7 +337,7 @@ fn damage_is_refused_and_mutations_never_panic() {
     let mut data = pristine.clone();
     write_text(&mut data, mda_off, text_at, edited.as_bytes());
     let pv = lvm::analyze_pv(&data).unwrap();
-    let other = &pv.lvs.iter().find(|(n, _)| n == "other").unwrap().1;
+    let other = &pv.lvs.iter().find(|l| l.name == "other").unwrap().analysis;
     assert!(
         other
             .fallback

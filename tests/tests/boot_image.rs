@@ -149,3 +149,141 @@ fn wrong_fingerprint_is_explained_on_the_console() {
 fn qemu_running(qemu: &mut Qemu) -> bool {
     qemu.wait_exit(Duration::from_millis(1)).is_err()
 }
+
+/// A server that also serves the boot files of [`boot_image`]; returns the boot address.
+fn boot_server(data: &Path) -> (Server, std::net::SocketAddr) {
+    let image = boot_image();
+    let server = Server::start_with(
+        data,
+        &[
+            "--boot-listen",
+            "127.0.0.1:0",
+            "--boot-dir",
+            image.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.log();
+        if let Some(addr) = log
+            .lines()
+            .find_map(|l| l.strip_prefix("boot script http://"))
+            .and_then(|r| r.split('/').next())
+        {
+            return (server, addr.parse().unwrap());
+        }
+        assert!(Instant::now() < deadline, "no boot script line:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn pxe_boot_through_ipxe_chains_to_the_server() {
+    let work = TempDir::new().unwrap();
+    let (server, boot_addr) = boot_server(&work.path().join("data"));
+    let proxy = FirstByteProxy::start(boot_addr).unwrap();
+    // What a site's DHCP/TFTP server hands out: a two-line iPXE script chaining to p2v-server.
+    let tftp = work.path().join("tftp");
+    std::fs::create_dir_all(&tftp).unwrap();
+    std::fs::write(
+        tftp.join("p2v.ipxe"),
+        format!(
+            "#!ipxe\ndhcp\nchain http://10.0.2.2:{}/boot.ipxe\n",
+            proxy.port
+        ),
+    )
+    .unwrap();
+    let disk = fixture_copy("gpt.img", work.path());
+    let mut args: Vec<String> = vec![
+        "-boot".into(),
+        "order=n".into(),
+        "-netdev".into(),
+        format!("user,id=n0,tftp={},bootfile=p2v.ipxe", tftp.display()),
+        "-device".into(),
+        "e1000,netdev=n0,bootindex=0".into(),
+    ];
+    args.extend(sata_disk(&disk));
+    let mut qemu = Qemu::start(&args).unwrap();
+    let line = qemu
+        .wait_for("p2v: capture complete", &[FAILED], BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\nserver log:\n{}", server.log()));
+    report_time("pxe-ipxe", qemu.started, proxy.first_byte(), Instant::now());
+    qemu.wait_exit(Duration::from_secs(60)).unwrap();
+    check_captured(
+        &server,
+        &machine_of(&line),
+        &fixtures().join("gpt.img"),
+        work.path(),
+    );
+}
+
+fn usb_boot(test: &str, firmware: &[String]) {
+    let work = TempDir::new().unwrap();
+    let server = Server::start(&work.path().join("data")).unwrap();
+    let token = server.create_token().unwrap();
+    let proxy = FirstByteProxy::start(([127, 0, 0, 1], url_port(&server.url)).into()).unwrap();
+    let stick = work.path().join("p2v-usb.img");
+    usb_image(
+        &format!(
+            "p2v.server=https://10.0.2.2:{} p2v.fingerprint={} p2v.token={token} p2v.post=poweroff",
+            proxy.port, server.fingerprint
+        ),
+        &stick,
+    )
+    .unwrap();
+    let disk = fixture_copy("gpt.img", work.path());
+    let mut args: Vec<String> = firmware.to_vec();
+    args.extend([
+        "-drive".into(),
+        format!("file={},format=raw,if=none,id=stick", stick.display()),
+        "-device".into(),
+        "qemu-xhci,id=xhci".into(),
+        "-device".into(),
+        "usb-storage,bus=xhci.0,drive=stick,bootindex=0".into(),
+        "-netdev".into(),
+        "user,id=n0".into(),
+        "-device".into(),
+        "e1000,netdev=n0,romfile=".into(),
+    ]);
+    args.extend(sata_disk(&disk));
+    let mut qemu = Qemu::start(&args).unwrap();
+    let line = qemu
+        .wait_for("p2v: capture complete", &[FAILED], BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\nserver log:\n{}", server.log()));
+    report_time(test, qemu.started, proxy.first_byte(), Instant::now());
+    let console = qemu.console();
+    assert!(
+        console.contains("is the boot medium: not captured"),
+        "the stick was not recognized:\n{console}"
+    );
+    qemu.wait_exit(Duration::from_secs(60)).unwrap();
+    // Only the SATA disk: the stick is not on the server.
+    check_captured(
+        &server,
+        &machine_of(&line),
+        &fixtures().join("gpt.img"),
+        work.path(),
+    );
+}
+
+#[test]
+fn usb_stick_boots_under_seabios() {
+    usb_boot("usb-seabios", &[]);
+}
+
+#[test]
+fn usb_stick_boots_under_ovmf() {
+    let vars = TempDir::new().unwrap();
+    let vars_copy = vars.path().join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &vars_copy).unwrap();
+    usb_boot(
+        "usb-ovmf",
+        &[
+            "-drive".into(),
+            "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd".into(),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display()),
+        ],
+    );
+}
