@@ -18,6 +18,7 @@
 
 mod api;
 mod auth;
+pub mod boot;
 mod cert;
 mod commit;
 pub mod datadir;
@@ -31,6 +32,7 @@ mod store;
 mod sys;
 mod util;
 
+pub use boot::BootConfig;
 pub use datadir::{DataDir, ServerInfo};
 pub use error::Error;
 pub use server::{serve, start, Limits, RunningServer, ServeConfig};

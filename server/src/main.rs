@@ -37,6 +37,16 @@ enum Command {
         /// printed in the agent arguments).
         #[arg(long)]
         advertise: Vec<String>,
+        /// Serve the live image's boot files (iPXE script, kernel, initrd) over plain HTTP on
+        /// this address (see the README: the script carries a dedicated enrollment token).
+        #[arg(long, requires = "boot_dir")]
+        boot_listen: Option<SocketAddr>,
+        /// Directory with vmlinuz and initrd.img (`p2v-image build --output DIR`).
+        #[arg(long)]
+        boot_dir: Option<PathBuf>,
+        /// Extra kernel arguments in the iPXE script (e.g. "p2v.post=stay p2v.debug").
+        #[arg(long, default_value = "")]
+        boot_args: String,
         /// Testing only: treat the first N chunk uploads as corrupted in transit (422).
         #[arg(long, hide = true, default_value_t = 0)]
         inject_corrupt_chunks: u32,
@@ -131,11 +141,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             advertise,
+            boot_listen,
+            boot_dir,
+            boot_args,
             inject_corrupt_chunks,
         } => {
             let mut config = p2v_server::ServeConfig::new(&data_dir, listen);
             config.advertise = advertise;
             config.limits.inject_corrupt_chunks = inject_corrupt_chunks;
+            if let (Some(listen), Some(dir)) = (boot_listen, boot_dir) {
+                config.boot = Some(p2v_server::BootConfig {
+                    listen,
+                    dir,
+                    extra_args: boot_args,
+                });
+            }
             p2v_server::serve(config)
                 .await
                 .with_context(|| format!("serving from {}", data_dir.display()))?;

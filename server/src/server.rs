@@ -87,6 +87,8 @@ pub struct ServeConfig {
     /// agent arguments, all of them into a new certificate.
     pub advertise: Vec<String>,
     pub limits: Limits,
+    /// Serve boot files (iPXE script, kernel, initrd) over plain HTTP ([`crate::boot`]).
+    pub boot: Option<crate::boot::BootConfig>,
 }
 
 impl ServeConfig {
@@ -96,6 +98,7 @@ impl ServeConfig {
             listen,
             advertise: Vec::new(),
             limits: Limits::default(),
+            boot: None,
         }
     }
 }
@@ -113,6 +116,7 @@ pub struct RunningServer {
     state: Weak<AppState>,
     store: Weak<Store>,
     commit_thread: Option<std::thread::JoinHandle<()>>,
+    boot_addr: Option<SocketAddr>,
 }
 
 /// Starts the server: creates the data directory on first start, binds the listener, writes
@@ -160,6 +164,24 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, Error> {
         config.limits,
     ));
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let boot_addr = match &config.boot {
+        Some(boot) => {
+            let token_store = store.clone();
+            let token_data = data.clone();
+            let token =
+                blocking(move || crate::boot::load_or_create_token(&token_data, &token_store))
+                    .await?;
+            let info = crate::boot::BootInfo {
+                fingerprint: fingerprint.to_string(),
+                https_port: local_addr.port(),
+                advertised: (!config.advertise.is_empty()).then(|| url.clone()),
+                token,
+                extra_args: boot.extra_args.clone(),
+            };
+            Some(crate::boot::start(boot, info, shutdown_rx.clone()).await?)
+        }
+        None => None,
+    };
     let accept_task = tokio::spawn(accept_loop(
         state.clone(),
         listener,
@@ -178,6 +200,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, Error> {
         state: Arc::downgrade(&state),
         store: Arc::downgrade(&store),
         commit_thread: Some(commit_thread),
+        boot_addr,
     })
 }
 
@@ -257,8 +280,16 @@ impl RunningServer {
              fingerprint {fp}\n\
              p2v-capture --server {url} --fingerprint {fp} --token <TOKEN>\n\
              p2v.server={url} p2v.fingerprint={fp} p2v.token=<TOKEN>\n\
-             replace <TOKEN> with an enrollment token from: p2v-server token create --name NAME\n"
+             replace <TOKEN> with an enrollment token from: p2v-server token create --name NAME\n{}",
+            self.boot_addr
+                .map(|a| format!("boot script http://{a}/boot.ipxe (plain HTTP; chain iPXE to it)\n"))
+                .unwrap_or_default()
         )
+    }
+
+    /// The boot files' address, when `--boot-listen` was given.
+    pub fn boot_addr(&self) -> Option<SocketAddr> {
+        self.boot_addr
     }
 
     /// Stops accepting, lets open requests finish (up to the grace time), and closes the
