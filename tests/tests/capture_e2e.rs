@@ -80,19 +80,45 @@ fn check_all_exports(server: &Server, disk: &str, source: &Path, work: &Path) {
     }
 }
 
-#[test]
-fn gpt_disk_with_esp_ext4_and_swap_round_trips() {
+/// A fresh server, one capture of `source`, and the server's view of the disk.
+struct Fresh {
+    work: TempDir,
+    server: Server,
+    disk: String,
+    summary: DiskSummary,
+}
+
+fn capture_fresh(source: &Path) -> Fresh {
     let work = TempDir::new().unwrap();
     let server = Server::start(&work.path().join("data")).unwrap();
     let token = server.create_token().unwrap();
-    let source = fixtures().join("gpt.img");
-    let report = capture(&server, &token, &source, &[]);
+    let report = capture(&server, &token, source, &[]);
     let disk = report_disk(&report)["disk_id"]
         .as_str()
         .unwrap()
         .to_string();
-
     let summary = disk_by_id(&server, &disk);
+    Fresh {
+        work,
+        server,
+        disk,
+        summary,
+    }
+}
+
+/// Exports as qcow2: identical to `source` per `qemu-img compare`, clean per `qemu-img check`.
+fn assert_qcow2_export_identical(f: &Fresh, source: &Path) {
+    let out = f.work.path().join("export.qcow2");
+    f.server.export(&f.disk, "qcow2", &out).unwrap();
+    qemu_img_compare(source, "raw", &out, "qcow2").unwrap();
+    run("qemu-img", &["check", out.to_str().unwrap()]).unwrap();
+}
+
+#[test]
+fn gpt_disk_with_esp_ext4_and_swap_round_trips() {
+    let source = fixtures().join("gpt.img");
+    let fresh = capture_fresh(&source);
+    let summary = &fresh.summary;
     assert_eq!(summary.state, DiskState::Complete);
     assert_eq!(summary.durable_chunks, summary.chunk_count);
     let PartitionTable::Gpt {
@@ -113,22 +139,14 @@ fn gpt_disk_with_esp_ext4_and_swap_round_trips() {
     assert_eq!(types, ["EFI System", "Linux filesystem", "Linux swap"]);
     assert_eq!(partitions[0].start_bytes, 1 << 20);
 
-    check_all_exports(&server, &disk, &source, work.path());
+    check_all_exports(&fresh.server, &fresh.disk, &source, fresh.work.path());
 }
 
 #[test]
 fn mbr_disk_with_extended_and_logical_partitions_round_trips() {
-    let work = TempDir::new().unwrap();
-    let server = Server::start(&work.path().join("data")).unwrap();
-    let token = server.create_token().unwrap();
     let source = fixtures().join("mbr.img");
-    let report = capture(&server, &token, &source, &[]);
-    let disk = report_disk(&report)["disk_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-
-    let summary = disk_by_id(&server, &disk);
+    let fresh = capture_fresh(&source);
+    let summary = &fresh.summary;
     let PartitionTable::Mbr { partitions, .. } = &summary.layout else {
         panic!("expected MBR, got {:?}", summary.layout)
     };
@@ -145,28 +163,17 @@ fn mbr_disk_with_extended_and_logical_partitions_round_trips() {
             (6, PartitionKind::Logical, false),
         ]
     );
-    let out = work.path().join("mbr.qcow2");
-    server.export(&disk, "qcow2", &out).unwrap();
-    qemu_img_compare(&source, "raw", &out, "qcow2").unwrap();
-    run("qemu-img", &["check", out.to_str().unwrap()]).unwrap();
+    assert_qcow2_export_identical(&fresh, &source);
 }
 
 /// A 4Kn disk as a real block device: a loop device with 4096-byte logical sectors, so the agent
 /// learns the sector size from sysfs like on hardware.
 #[test]
 fn disk_with_4096_byte_sectors_round_trips_from_a_block_device() {
-    let work = TempDir::new().unwrap();
-    let server = Server::start(&work.path().join("data")).unwrap();
-    let token = server.create_token().unwrap();
     let source = fixtures().join("gpt-4k.img");
     let device = LoopDevice::attach(&source, 4096).unwrap();
-    let report = capture(&server, &token, &device.path, &[]);
-    let disk = report_disk(&report)["disk_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-
-    let summary = disk_by_id(&server, &disk);
+    let fresh = capture_fresh(&device.path);
+    let summary = &fresh.summary;
     assert_eq!(summary.info.logical_sector_size, 4096);
     assert_eq!(
         summary.info.source,
@@ -177,10 +184,7 @@ fn disk_with_4096_byte_sectors_round_trips_from_a_block_device() {
     };
     assert_eq!(partitions.len(), 1);
     assert_eq!(partitions[0].start_bytes, 1 << 20, "4Kn LBA 256 is 1 MiB");
-    let out = work.path().join("4k.qcow2");
-    server.export(&disk, "qcow2", &out).unwrap();
-    qemu_img_compare(&source, "raw", &out, "qcow2").unwrap();
-    run("qemu-img", &["check", out.to_str().unwrap()]).unwrap();
+    assert_qcow2_export_identical(&fresh, &source);
 }
 
 #[test]
