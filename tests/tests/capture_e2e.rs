@@ -617,11 +617,9 @@ fn agent_rides_out_a_server_restart() {
     let output = agent.wait_output(Duration::from_secs(600)).unwrap();
     let report =
         agent_report(&output).unwrap_or_else(|e| panic!("{e:#}\nserver log:\n{}", server.log()));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("retrying"),
-        "the agent saw the outage: {stderr}"
-    );
+    // One session: the same run carried on (whether it had to retry depends on whether an upload
+    // fell in the outage; at level 19 the uploaders may all be waiting for compression).
+    assert_eq!(server.sessions().unwrap().len(), 1, "no re-run happened");
     let disk = report_disk(&report);
     let out = work.path().join("ride-out.raw");
     server
