@@ -7,7 +7,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 FIXTURES    := target/fixtures
 CARGO       ?= cargo
 
-.PHONY: all setup build agent-static fixtures lint test demo bench clean-fixtures
+.PHONY: all setup build agent-static fixtures lint test demo bench clean-fixtures image
 
 all: build
 
@@ -19,6 +19,11 @@ setup:
 build: setup
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) build --release -p p2v-capture -p p2v-init --target $(MUSL_TARGET)
+
+# The live image (vmlinuz, initrd.img, boot.ipxe, p2v-usb.img) into target/p2v-image.
+# Kernel arguments for the stick: make image CMDLINE="p2v.server=https://... p2v.fingerprint=... p2v.token=..."
+image: build
+	target/release/p2v-image build --output target/p2v-image --cmdline "$(CMDLINE)"
 
 fixtures: setup
 	bash scripts/make-fixtures.sh $(FIXTURES)

@@ -46,7 +46,7 @@ pub fn find_kernel(boot: &Path, modules: &Path) -> Result<(PathBuf, String), Err
                 .then(|| (release, e.path()))
         })
         .collect();
-    found.sort_by(|a, b| version_key(&a.0).cmp(&version_key(&b.0)));
+    found.sort_by_key(|a| version_key(&a.0));
     found.pop().map(|(r, p)| (p, r)).ok_or_else(|| {
         Error::NoKernel(format!(
             "no {}/vmlinuz-* with modules in {} (apt-get install linux-image-amd64)",

@@ -98,7 +98,7 @@ pub fn patch_boot_img(boot: &[u8], core_lba: u64) -> Result<[u8; 440], Error> {
 /// Patches core.img's block list so diskboot loads the rest of it from `core_lba + 1`.
 pub fn patch_core_img(core: &mut [u8], core_lba: u64) -> Result<(), Error> {
     let sectors = core.len().div_ceil(512) as u64;
-    if sectors < 2 || sectors > BIOS_BOOT_SECTORS {
+    if !(2..=BIOS_BOOT_SECTORS).contains(&sectors) {
         return Err(Error::Grub(format!(
             "core.img is {} bytes: it must fit the {} KiB BIOS boot partition",
             core.len(),
