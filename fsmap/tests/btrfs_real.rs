@@ -4,49 +4,17 @@
 //! must pass `btrfs check --readonly` and give back every file with the same SHA-256. Needs
 //! root (loop mounts) and btrfs-progs.
 
-use std::fs::{File, OpenOptions};
-use std::io;
+mod common;
+
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use p2v_fsmap::{btrfs, Extents, FsError, ReadAt};
+use common::{captured_copy, crc32c, loop_mount_hashes, sh, xorshift, FileArea};
+use p2v_fsmap::{btrfs, Extents, FsError};
 use tempfile::TempDir;
 
 const SIZE: u64 = 256 << 20;
-
-struct FileArea(File, u64);
-
-impl FileArea {
-    fn open(p: &Path) -> Self {
-        let f = File::open(p).unwrap();
-        let n = f.metadata().unwrap().len();
-        FileArea(f, n)
-    }
-}
-
-impl ReadAt for FileArea {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
-    }
-    fn size(&self) -> u64 {
-        self.1
-    }
-}
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", cmd])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A 256 MiB btrfs with files of several sizes, some deleted.
 fn build(dir: &Path, mkfs_opts: &str) -> PathBuf {
@@ -65,38 +33,6 @@ fn build(dir: &Path, mkfs_opts: &str) -> PathBuf {
         mnt = mnt.display()
     ));
     img
-}
-
-fn hashes(img: &Path, mnt: &Path) -> String {
-    std::fs::create_dir_all(mnt).unwrap();
-    sh(&format!(
-        "mount -o loop,ro {img} {mnt}
-         trap 'umount {mnt}' EXIT
-         (cd {mnt} && find . -type f -print0 | sort -z | xargs -0 sha256sum)",
-        img = img.display(),
-        mnt = mnt.display()
-    ))
-}
-
-fn captured_copy(src: &Path, dst: &Path, capture: &Extents) {
-    let from = File::open(src).unwrap();
-    let to = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dst)
-        .unwrap();
-    to.set_len(from.metadata().unwrap().len()).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    for &(start, len) in capture.ranges() {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(buf.len() as u64) as usize;
-            from.read_exact_at(&mut buf[..n], start + done).unwrap();
-            to.write_all_at(&buf[..n], start + done).unwrap();
-            done += n as u64;
-        }
-    }
 }
 
 /// The device extents of the device tree, as btrfs-progs prints them.
@@ -135,12 +71,12 @@ fn check(mkfs_opts: &str) {
         "little left free: {capture:?}"
     );
 
-    let before = hashes(&img, &dir.path().join("m1"));
+    let before = loop_mount_hashes(&img, &dir.path().join("m1"), "loop,ro");
     let copy = dir.path().join("copy.img");
     captured_copy(&img, &copy, &capture);
     sh(&format!("btrfs check --readonly {}", copy.display()));
     // The original is unmounted: the copy has the same fsid.
-    let after = hashes(&copy, &dir.path().join("m2"));
+    let after = loop_mount_hashes(&copy, &dir.path().join("m2"), "loop,ro");
     assert!(before.lines().count() > 30, "{before}");
     assert_eq!(before, after, "files differ after zeroing the free space");
 }
@@ -199,21 +135,6 @@ fn multi_device_and_damage_fall_back() {
     ));
 }
 
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// Random byte changes to the superblock (its CRC fixed up, so they reach the parser) and to
 /// the chunk root block: never a panic.
 #[test]
@@ -225,13 +146,7 @@ fn mutations_never_panic() {
     let c = &sys[0];
     let root = (c.stripes[0].1 + (sb.chunk_root - c.logical)) as usize;
     let mut data = base.clone();
-    let mut seed = 0x0123_4567_89AB_CDEFu64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rnd = xorshift(0x0123_4567_89AB_CDEF);
     for i in 0..4000 {
         let (start, len) = if i % 2 == 0 {
             (0x10020usize, 0x1000 - 0x20usize)

@@ -11,115 +11,17 @@
 //!
 //! Needs root (losetup, FUSE).
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{
+    assert_same_tree, expect_fallback, field_value, make_tree, partclone_used, run, xorshift,
+    zero_free,
+};
 use p2v_fsmap::{analyze, exfat, Content, Extents, FsError};
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e} (is it installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Deterministic bytes (xorshift), different per seed.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// A tree of files of many sizes, and one big file `doomed` to be deleted later.
-fn make_tree(dir: &Path, scale: usize) {
-    let files: &[(&str, usize)] = &[
-        ("empty", 0),
-        ("one", 1),
-        ("c", 5000),
-        ("d/e", 200_000 * scale),
-        ("d/f/g", 700_000 * scale),
-        ("doomed", 1_000_000 * scale),
-        ("tail", 333_333 * scale),
-    ];
-    for (i, (name, len)) in files.iter().enumerate() {
-        let p = dir.join(name);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, pseudo_random(*len, i as u64 + 1)).unwrap();
-    }
-    fs::create_dir_all(dir.join("many")).unwrap();
-    for i in 0..40 {
-        fs::write(
-            dir.join(format!("many/f{i}")),
-            pseudo_random(i * 1500, 100 + i as u64),
-        )
-        .unwrap();
-    }
-}
-
-/// Asserts two trees hold the same files with the same bytes.
-fn assert_same_tree(want: &Path, got: &Path) {
-    for entry in fs::read_dir(want).unwrap() {
-        let entry = entry.unwrap();
-        let w = entry.path();
-        let g = got.join(entry.file_name());
-        if w.is_dir() {
-            assert_same_tree(&w, &g);
-        } else {
-            let wb = fs::read(&w).unwrap();
-            let gb = fs::read(&g).unwrap_or_else(|e| panic!("{}: {e}", g.display()));
-            assert!(wb == gb, "{} differs after zeroing free space", g.display());
-        }
-    }
-}
-
-/// The `+` (to copy) ranges of a partclone domain log.
-fn partclone_used(tool: &str, img: &Path, dir: &Path) -> Extents {
-    let log = dir.join("domain.log");
-    let _ = fs::remove_file(&log);
-    run(
-        tool,
-        &[
-            "-q",
-            "-D",
-            "-s",
-            img.to_str().unwrap(),
-            "-o",
-            log.to_str().unwrap(),
-        ],
-    );
-    let mut e = Extents::new();
-    for line in fs::read_to_string(&log).unwrap().lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() == 3 && f[2] == "+" {
-            let n = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
-            e.add(n(f[0]), n(f[1]));
-        }
-    }
-    e
-}
-
-fn zero_free(img: &[u8], capture: &Extents) -> Vec<u8> {
-    let mut z = img.to_vec();
-    for &(s, l) in capture.complement(img.len() as u64).ranges() {
-        z[s as usize..(s + l) as usize].fill(0);
-    }
-    z
-}
 
 /// A loop device with an exfat-fuse mount on it; unmounted and detached on drop.
 struct Mounted {
@@ -221,13 +123,9 @@ fn build(opts: &[&str], mib: u64) -> Built {
     Built { tmp, img, tree }
 }
 
+/// A number from dump.exfat's output.
 fn dump_field(out: &str, name: &str) -> u64 {
-    out.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .unwrap_or_else(|| panic!("no {name} in {out}"))
-        .trim()
-        .parse()
-        .unwrap()
+    field_value(out, name, out)
 }
 
 fn check(opts: &[&str], mib: u64) {
@@ -312,16 +210,6 @@ fn exfat_small_clusters() {
     check(&["-c", "512"], 24);
 }
 
-#[track_caller]
-fn expect_fallback(bytes: &[u8], pattern: &str) -> FsError {
-    let err = exfat::used(bytes).unwrap_err();
-    let a = analyze(bytes);
-    assert_eq!(a.capture, Extents::whole(bytes.len() as u64));
-    let reason = a.fallback.expect("a fallback reason");
-    assert!(reason.contains(pattern), "{reason:?} lacks {pattern:?}");
-    err
-}
-
 /// Rewrites the main boot region's checksum sector after an edit.
 fn fix_checksum(v: &mut [u8], bps: usize) {
     let sum = exfat::boot_checksum(&v[..11 * bps]);
@@ -340,7 +228,7 @@ fn damaged_boot_sector_and_dirty_volume_fall_back() {
     let mut v = clean.clone();
     v[100] ^= 1; // serial number
     assert!(matches!(
-        expect_fallback(&v, "boot region"),
+        expect_fallback(exfat::used, &v, "boot region"),
         FsError::Checksum(_)
     ));
 
@@ -348,7 +236,7 @@ fn damaged_boot_sector_and_dirty_volume_fall_back() {
     let mut v = clean.clone();
     v[106] |= 2;
     assert!(matches!(
-        expect_fallback(&v, "dirty"),
+        expect_fallback(exfat::used, &v, "dirty"),
         FsError::Inconsistent(_)
     ));
 
@@ -357,14 +245,14 @@ fn damaged_boot_sector_and_dirty_volume_fall_back() {
     v[108] = 13; // BytesPerSectorShift
     fix_checksum(&mut v, 512);
     assert!(matches!(
-        expect_fallback(&v, "sector shift"),
+        expect_fallback(exfat::used, &v, "sector shift"),
         FsError::BadSuperblock(_)
     ));
     let mut v = clean.clone();
     v[72..80].copy_from_slice(&(1u64 << 40).to_le_bytes()); // VolumeLength
     fix_checksum(&mut v, 512);
     assert!(matches!(
-        expect_fallback(&v, "in an area of"),
+        expect_fallback(exfat::used, &v, "in an area of"),
         FsError::BadSuperblock(_)
     ));
 
@@ -380,14 +268,14 @@ fn damaged_boot_sector_and_dirty_volume_fall_back() {
         .expect("a bitmap entry");
     v[at] = 0x01; // an unused entry type
     assert!(matches!(
-        expect_fallback(&v, "allocation bitmaps"),
+        expect_fallback(exfat::used, &v, "allocation bitmaps"),
         FsError::Inconsistent(_)
     ));
     // A bitmap too short for the clusters.
     let mut v = clean.clone();
     v[at + 24..at + 32].copy_from_slice(&1u64.to_le_bytes());
     assert!(matches!(
-        expect_fallback(&v, "allocation bitmap at"),
+        expect_fallback(exfat::used, &v, "allocation bitmap at"),
         FsError::Inconsistent(_)
     ));
 }
@@ -401,13 +289,7 @@ fn mutated_metadata_never_panics() {
     let len = v.len() as u64;
     let heap = u32::from_le_bytes(v[88..92].try_into().unwrap()) as usize * 512;
     let fat = u32::from_le_bytes(v[80..84].try_into().unwrap()) as usize * 512;
-    let mut x: u64 = 0xfeed_face_cafe_beef;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0xfeed_face_cafe_beef);
     let orig_check = v[11 * 512..12 * 512].to_vec();
     let mut ok = 0;
     for _ in 0..3000 {

@@ -7,93 +7,21 @@
 //!   file read back with `debugfs rdump` equals the original;
 //! - damaged superblocks/descriptors/bitmaps give the matching error and a whole-area fallback.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::{
+    assert_same_tree, expect_fallback, field_value, make_tree, partclone_used, run, xorshift,
+    zero_free,
+};
 use p2v_fsmap::{analyze, ext, Content, Extents, FsError};
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e} (is it installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Deterministic bytes (xorshift), different per seed.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// A tree of files of many sizes, and one big file `doomed` to be deleted later.
-fn make_tree(dir: &Path, scale: usize) {
-    let files: &[(&str, usize)] = &[
-        ("empty", 0),
-        ("one", 1),
-        ("c", 5000),
-        ("d/e", 200_000 * scale),
-        ("d/f/g", 700_000 * scale),
-        ("doomed", 1_000_000 * scale),
-        ("tail", 333_333 * scale),
-    ];
-    for (i, (name, len)) in files.iter().enumerate() {
-        let p = dir.join(name);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, pseudo_random(*len, i as u64 + 1)).unwrap();
-    }
-    fs::create_dir_all(dir.join("many")).unwrap();
-    for i in 0..40 {
-        fs::write(
-            dir.join(format!("many/f{i}")),
-            pseudo_random(i * 1500, 100 + i as u64),
-        )
-        .unwrap();
-    }
-}
-
-/// Asserts two trees hold the same files with the same bytes.
-fn assert_same_tree(want: &Path, got: &Path) {
-    for entry in fs::read_dir(want).unwrap() {
-        let entry = entry.unwrap();
-        let w = entry.path();
-        let g = got.join(entry.file_name());
-        if w.is_dir() {
-            assert_same_tree(&w, &g);
-        } else {
-            let wb = fs::read(&w).unwrap();
-            let gb = fs::read(&g).unwrap_or_else(|e| panic!("{}: {e}", g.display()));
-            assert!(wb == gb, "{} differs after zeroing free space", g.display());
-        }
-    }
-}
 
 /// `(block size, block count, free extents in bytes)` from dumpe2fs.
 fn dumpe2fs_free(img: &Path) -> (u64, u64, Extents) {
     let out = run("dumpe2fs", &[img.to_str().unwrap()]);
-    let field = |name: &str| -> u64 {
-        out.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in dumpe2fs"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let field = |name: &str| field_value(&out, name, "dumpe2fs");
     let bs = field("Block size:");
     let blocks = field("Block count:");
     // With bigalloc, a range "a-b" lists the first blocks of free clusters a/r ..= b/r.
@@ -114,40 +42,6 @@ fn dumpe2fs_free(img: &Path) -> (u64, u64, Extents) {
         }
     }
     (bs, blocks, free)
-}
-
-/// The `+` (to copy) ranges of a partclone domain log.
-fn partclone_used(tool: &str, img: &Path, dir: &Path) -> Extents {
-    let log = dir.join("domain.log");
-    let _ = fs::remove_file(&log);
-    run(
-        tool,
-        &[
-            "-q",
-            "-D",
-            "-s",
-            img.to_str().unwrap(),
-            "-o",
-            log.to_str().unwrap(),
-        ],
-    );
-    let mut e = Extents::new();
-    for line in fs::read_to_string(&log).unwrap().lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() == 3 && f[2] == "+" {
-            let n = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
-            e.add(n(f[0]), n(f[1]));
-        }
-    }
-    e
-}
-
-fn zero_free(img: &[u8], capture: &Extents) -> Vec<u8> {
-    let mut z = img.to_vec();
-    for &(s, l) in capture.complement(img.len() as u64).ranges() {
-        z[s as usize..(s + l) as usize].fill(0);
-    }
-    z
 }
 
 struct Built {
@@ -332,16 +226,6 @@ fn debugfs_w(img: &Path, req: &str) {
     run("debugfs", &["-w", "-R", req, img.to_str().unwrap()]);
 }
 
-#[track_caller]
-fn expect_fallback(bytes: &[u8], pattern: &str) -> FsError {
-    let err = ext::used(bytes).unwrap_err();
-    let a = analyze(bytes);
-    assert_eq!(a.capture, Extents::whole(bytes.len() as u64));
-    let reason = a.fallback.expect("a fallback reason");
-    assert!(reason.contains(pattern), "{reason:?} lacks {pattern:?}");
-    err
-}
-
 /// Rewrites the superblock checksum after a manual edit.
 fn fix_sb_csum(bytes: &mut [u8]) {
     let c = ext::crc32c_raw(!0, &bytes[1024..1024 + 0x3FC]);
@@ -357,7 +241,7 @@ fn damaged_metadata_falls_back() {
     let mut v = clean.clone();
     v[1024 + 0x30] ^= 1; // s_wtime
     assert!(matches!(
-        expect_fallback(&v, "checksum"),
+        expect_fallback(ext::used, &v, "checksum"),
         FsError::Checksum(_)
     ));
 
@@ -365,7 +249,7 @@ fn damaged_metadata_falls_back() {
     let mut v = clean.clone();
     v[4096 + 64 + 0xC] ^= 1;
     assert!(matches!(
-        expect_fallback(&v, "group descriptor 1"),
+        expect_fallback(ext::used, &v, "group descriptor 1"),
         FsError::Checksum(_)
     ));
 
@@ -374,7 +258,7 @@ fn damaged_metadata_falls_back() {
     let mut v = clean.clone();
     v[bb * 4096 + 100] ^= 0x10;
     assert!(matches!(
-        expect_fallback(&v, "block bitmap"),
+        expect_fallback(ext::used, &v, "block bitmap"),
         FsError::Checksum(_)
     ));
 
@@ -383,7 +267,7 @@ fn damaged_metadata_falls_back() {
     v[1024 + 0x63] |= 0x40; // bit 30
     fix_sb_csum(&mut v);
     assert!(matches!(
-        expect_fallback(&v, "incompatible features 0x40000000"),
+        expect_fallback(ext::used, &v, "incompatible features 0x40000000"),
         FsError::Unsupported(_)
     ));
 
@@ -392,7 +276,7 @@ fn damaged_metadata_falls_back() {
     v[1024 + 4..1024 + 8].copy_from_slice(&6144u32.to_le_bytes()); // 3 groups, not 4
     fix_sb_csum(&mut v);
     assert!(matches!(
-        expect_fallback(&v, "inodes"),
+        expect_fallback(ext::used, &v, "inodes"),
         FsError::BadSuperblock(_)
     ));
 
@@ -400,14 +284,18 @@ fn damaged_metadata_falls_back() {
     let img = b.dir.join("recover");
     fs::write(&img, &clean).unwrap();
     debugfs_w(&img, "feature needs_recovery");
-    expect_fallback(&fs::read(&img).unwrap(), "journal needs recovery");
+    expect_fallback(
+        ext::used,
+        &fs::read(&img).unwrap(),
+        "journal needs recovery",
+    );
     fs::write(&img, &clean).unwrap();
     debugfs_w(&img, "ssv state 0");
-    expect_fallback(&fs::read(&img).unwrap(), "not clean");
+    expect_fallback(ext::used, &fs::read(&img).unwrap(), "not clean");
     fs::write(&img, &clean).unwrap();
     // filetype, extent, 64bit, flex_bg, and the unknown bit 28.
     debugfs_w(&img, "ssv feature_incompat 0x100002c2");
-    let err = expect_fallback(&fs::read(&img).unwrap(), "features 0x10000000");
+    let err = expect_fallback(ext::used, &fs::read(&img).unwrap(), "features 0x10000000");
     assert!(matches!(err, FsError::Unsupported(_)));
 }
 
@@ -421,7 +309,7 @@ fn bitmap_count_mismatch_without_checksums() {
     let mut v = clean.clone();
     v[bb * 1024 + 900] ^= 0x01;
     assert!(matches!(
-        expect_fallback(&v, "free clusters"),
+        expect_fallback(ext::used, &v, "free clusters"),
         FsError::Inconsistent(_)
     ));
 }
@@ -453,13 +341,7 @@ fn mutated_metadata_never_panics() {
     );
     let mut v = fs::read(&b.img).unwrap();
     let len = v.len() as u64;
-    let mut x: u64 = 0x1234_5678_9abc_def1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0x1234_5678_9abc_def1);
     let mut ok = 0;
     for _ in 0..3000 {
         // Mutate 1..8 bytes in the first 64 KiB (superblock, descriptors, bitmaps), half of
@@ -467,7 +349,7 @@ fn mutated_metadata_never_panics() {
         let n = 1 + next() % 8;
         let mut saved = Vec::new();
         for _ in 0..n {
-            let at = if next() % 2 == 0 {
+            let at = if next().is_multiple_of(2) {
                 1024 + (next() % 1024) as usize
             } else {
                 (next() % 65536) as usize
@@ -475,7 +357,7 @@ fn mutated_metadata_never_panics() {
             saved.push((at, v[at]));
             v[at] = next() as u8;
         }
-        if next() % 4 == 0 {
+        if next().is_multiple_of(4) {
             fix_sb_csum(&mut v);
         }
         let a = analyze(v.as_slice());

@@ -7,115 +7,15 @@
 //!   file copied back out with `mcopy` equals the original;
 //! - a damaged BPB or a dirty volume gives the matching error and a whole-area fallback.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
+use common::{
+    assert_same_tree, expect_fallback, make_tree, partclone_used, run, xorshift, zero_free,
+};
 use p2v_fsmap::{analyze, fat, Content, Extents, FsError};
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e} (is it installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Deterministic bytes (xorshift), different per seed.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// A tree of files of many sizes, and one big file `doomed` to be deleted later.
-fn make_tree(dir: &Path, scale: usize) {
-    let files: &[(&str, usize)] = &[
-        ("empty", 0),
-        ("one", 1),
-        ("c", 5000),
-        ("d/e", 200_000 * scale),
-        ("d/f/g", 700_000 * scale),
-        ("doomed", 1_000_000 * scale),
-        ("tail", 333_333 * scale),
-    ];
-    for (i, (name, len)) in files.iter().enumerate() {
-        let p = dir.join(name);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, pseudo_random(*len, i as u64 + 1)).unwrap();
-    }
-    fs::create_dir_all(dir.join("many")).unwrap();
-    for i in 0..40 {
-        fs::write(
-            dir.join(format!("many/f{i}")),
-            pseudo_random(i * 1500, 100 + i as u64),
-        )
-        .unwrap();
-    }
-}
-
-/// Asserts two trees hold the same files with the same bytes.
-fn assert_same_tree(want: &Path, got: &Path) {
-    for entry in fs::read_dir(want).unwrap() {
-        let entry = entry.unwrap();
-        let w = entry.path();
-        let g = got.join(entry.file_name());
-        if w.is_dir() {
-            assert_same_tree(&w, &g);
-        } else {
-            let wb = fs::read(&w).unwrap();
-            let gb = fs::read(&g).unwrap_or_else(|e| panic!("{}: {e}", g.display()));
-            assert!(wb == gb, "{} differs after zeroing free space", g.display());
-        }
-    }
-}
-
-/// The `+` (to copy) ranges of a partclone domain log.
-fn partclone_used(tool: &str, img: &Path, dir: &Path) -> Extents {
-    let log = dir.join("domain.log");
-    let _ = fs::remove_file(&log);
-    run(
-        tool,
-        &[
-            "-q",
-            "-D",
-            "-s",
-            img.to_str().unwrap(),
-            "-o",
-            log.to_str().unwrap(),
-        ],
-    );
-    let mut e = Extents::new();
-    for line in fs::read_to_string(&log).unwrap().lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() == 3 && f[2] == "+" {
-            let n = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
-            e.add(n(f[0]), n(f[1]));
-        }
-    }
-    e
-}
-
-fn zero_free(img: &[u8], capture: &Extents) -> Vec<u8> {
-    let mut z = img.to_vec();
-    for &(s, l) in capture.complement(img.len() as u64).ranges() {
-        z[s as usize..(s + l) as usize].fill(0);
-    }
-    z
-}
 
 /// `::/a/b`-style paths of every file and directory under `dir`.
 fn list_tree(dir: &Path, prefix: &str, out: &mut Vec<String>) {
@@ -292,16 +192,6 @@ fn fat32_bigger_clusters() {
     check(&["-F", "32", "-s", "1", "-S", "1024"], 96 * 1024, 32);
 }
 
-#[track_caller]
-fn expect_fallback(bytes: &[u8], pattern: &str) -> FsError {
-    let err = fat::used(bytes).unwrap_err();
-    let a = analyze(bytes);
-    assert_eq!(a.capture, Extents::whole(bytes.len() as u64));
-    let reason = a.fallback.expect("a fallback reason");
-    assert!(reason.contains(pattern), "{reason:?} lacks {pattern:?}");
-    err
-}
-
 #[test]
 fn damaged_bpb_and_dirty_volume_fall_back() {
     let b = build(&["-F", "16"], 16 * 1024);
@@ -311,7 +201,7 @@ fn damaged_bpb_and_dirty_volume_fall_back() {
     let mut v = clean.clone();
     v[0x25] |= 1; // Linux's dirty flag (FAT12/16)
     assert!(matches!(
-        expect_fallback(&v, "dirty"),
+        expect_fallback(fat::used, &v, "dirty"),
         FsError::Inconsistent(_)
     ));
 
@@ -324,7 +214,7 @@ fn damaged_bpb_and_dirty_volume_fall_back() {
     let mut v = clean.clone();
     v.truncate(v.len() - 4096);
     assert!(matches!(
-        expect_fallback(&v, "in an area of"),
+        expect_fallback(fat::used, &v, "in an area of"),
         FsError::BadSuperblock(_)
     ));
 
@@ -348,19 +238,13 @@ fn mutated_metadata_never_panics() {
         let b = build(opts, kib);
         let mut v = fs::read(&b.img).unwrap();
         let len = v.len() as u64;
-        let mut x: u64 = 0x0123_4567_89ab_cdef;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x0123_4567_89ab_cdef);
         let mut ok = 0;
         for _ in 0..rounds {
             let n = 1 + next() % 6;
             let mut saved = Vec::new();
             for _ in 0..n {
-                let at = if next() % 2 == 0 {
+                let at = if next().is_multiple_of(2) {
                     (next() % 96) as usize
                 } else {
                     (next() % 65536) as usize

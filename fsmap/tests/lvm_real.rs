@@ -4,51 +4,20 @@
 //! LVs read back from a copy of the PV that holds only the captured bytes. Needs root (loop
 //! devices), lvm2 and e2fsprogs.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
-use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{captured_copy, patch, sh, xorshift, FileArea};
 use p2v_fsmap::lvm::{self, calc_crc};
-use p2v_fsmap::{Content, Extents, FsError, ReadAt};
+use p2v_fsmap::{Content, Extents, FsError};
 use tempfile::TempDir;
 
 const PV_SIZE: u64 = 96 << 20;
 const EXTENT: u64 = 4 << 20;
-
-struct FileArea(File, u64);
-
-impl FileArea {
-    fn open(p: &Path) -> Self {
-        let f = File::open(p).unwrap();
-        let n = f.metadata().unwrap().len();
-        FileArea(f, n)
-    }
-}
-
-impl ReadAt for FileArea {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
-    }
-    fn size(&self) -> u64 {
-        self.1
-    }
-}
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", cmd])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Loop devices detached on drop.
 struct Loops(Vec<String>);
@@ -246,16 +215,7 @@ fn lvs_on_a_pv_are_mapped_and_survive() {
     // Data survival: the LVs read back from a copy holding only the captured bytes.
     let dir = vg._dir.path();
     let copy = dir.join("copy.img");
-    {
-        let from = File::open(&vg.pvs[0]).unwrap();
-        let to = File::create(&copy).unwrap();
-        to.set_len(PV_SIZE).unwrap();
-        for &(s, l) in pv.capture.ranges() {
-            let mut buf = vec![0u8; l as usize];
-            from.read_exact_at(&mut buf, s).unwrap();
-            to.write_all_at(&buf, s).unwrap();
-        }
-    }
+    captured_copy(&vg.pvs[0], &copy, &pv.capture);
     for (lv, src) in &vg.trees {
         let img = dir.join(format!("{lv}.back"));
         extract(&vg, &copy, lv, &img);
@@ -285,14 +245,6 @@ fn lvs_on_a_pv_are_mapped_and_survive() {
     assert_eq!(whole.capture, pv.capture);
 }
 
-fn patch(p: &Path, offset: u64, f: impl FnOnce(&mut [u8])) {
-    let file = OpenOptions::new().read(true).write(true).open(p).unwrap();
-    let mut buf = vec![0u8; 512];
-    file.read_exact_at(&mut buf, offset).unwrap();
-    f(&mut buf);
-    file.write_all_at(&buf, offset).unwrap();
-}
-
 /// (mda offset, text offset in the mda, text size) from the PV's first metadata area.
 fn mda(p: &Path) -> (u64, u64, u64) {
     let mut h = [0u8; 512];
@@ -311,14 +263,14 @@ fn damage_is_refused_and_mutations_never_panic() {
     let text_at = mda_off + text_off;
 
     // A flipped byte of the metadata text: its CRC no longer matches.
-    patch(pv, text_at, |b| b[10] ^= 1);
+    patch(pv, text_at, 512, |b| b[10] ^= 1);
     assert!(matches!(
         lvm::analyze_pv(&FileArea::open(pv)),
         Err(FsError::Checksum(_))
     ));
     // The label's CRC.
     std::fs::write(pv, &pristine).unwrap();
-    patch(pv, 512, |b| b[40] ^= 1);
+    patch(pv, 512, 512, |b| b[40] ^= 1);
     assert!(matches!(
         lvm::analyze_pv(&FileArea::open(pv)),
         Err(FsError::Checksum(_))
@@ -350,13 +302,7 @@ fn damage_is_refused_and_mutations_never_panic() {
     // Random changes to the metadata text with its CRCs fixed up, so that they reach the
     // text parser and the LV mapping: an answer or an error, never a panic; an answer never
     // leaves out what is before pe_start.
-    let mut seed = 0xD1B5_4A32_D192_ED03u64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rnd = xorshift(0xD1B5_4A32_D192_ED03);
     let alphabet = b"{}[]=\",#\n 0123456789-abcpv_\\";
     let mut answered = 0;
     for _ in 0..1500 {

@@ -3,49 +3,18 @@
 //! from `$Bitmap`, and a copy holding only the captured bytes must pass `ntfsfix -n` and give
 //! back every file with the same SHA-256. Needs root, /dev/fuse and ntfs-3g.
 
-use std::fs::{File, OpenOptions};
-use std::io;
+mod common;
+
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use p2v_fsmap::{ntfs, Extents, FsError, ReadAt};
+use common::{captured_copy, patch, sh, xorshift, FileArea};
+use p2v_fsmap::{ntfs, Extents, FsError};
 use tempfile::TempDir;
 
 const SIZE: u64 = 64 << 20;
-
-struct FileArea(File, u64);
-
-impl FileArea {
-    fn open(p: &Path) -> Self {
-        let f = File::open(p).unwrap();
-        let n = f.metadata().unwrap().len();
-        FileArea(f, n)
-    }
-}
-
-impl ReadAt for FileArea {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
-    }
-    fn size(&self) -> u64 {
-        self.1
-    }
-}
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", cmd])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Runs `body` (shell, `$M` is the mount point) on an ntfs-3g mount of `img`, and waits for
 /// ntfs-3g to exit so that everything is on the image.
@@ -90,27 +59,6 @@ fn hashes(img: &Path, mnt: &Path) -> String {
         ",ro",
         "cd $M && find . -type f -print0 | sort -z | xargs -0 sha256sum",
     )
-}
-
-fn captured_copy(src: &Path, dst: &Path, capture: &Extents) {
-    let from = File::open(src).unwrap();
-    let to = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dst)
-        .unwrap();
-    to.set_len(from.metadata().unwrap().len()).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    for &(start, len) in capture.ranges() {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(buf.len() as u64) as usize;
-            from.read_exact_at(&mut buf[..n], start + done).unwrap();
-            to.write_all_at(&buf[..n], start + done).unwrap();
-            done += n as u64;
-        }
-    }
 }
 
 /// `$Bitmap` as libntfs-3g reads it (`ntfscat -i 6`), as byte ranges; plus what the parser
@@ -191,14 +139,6 @@ fn record_at(img: &Path, n: u64, lcn_field: usize) -> u64 {
     u64::from_le_bytes(b[lcn_field..lcn_field + 8].try_into().unwrap()) * cs + n * 1024
 }
 
-fn patch(img: &Path, offset: u64, f: impl FnOnce(&mut [u8])) {
-    let file = OpenOptions::new().read(true).write(true).open(img).unwrap();
-    let mut buf = vec![0u8; 1024];
-    file.read_exact_at(&mut buf, offset).unwrap();
-    f(&mut buf);
-    file.write_all_at(&buf, offset).unwrap();
-}
-
 #[test]
 fn dirty_volume_and_bad_fixups_fall_back() {
     let dir = TempDir::new().unwrap();
@@ -219,8 +159,8 @@ fn dirty_volume_and_bad_fixups_fall_back() {
         assert!(flags % 512 < 510, "flags under a fixup");
         r[flags] |= 1;
     };
-    patch(&img, record_offset(&img, 3), set_dirty);
-    patch(&img, mirror_offset(&img, 3), set_dirty);
+    patch(&img, record_offset(&img, 3), 1024, set_dirty);
+    patch(&img, mirror_offset(&img, 3), 1024, set_dirty);
     let flags = sh(&format!(
         "ntfsinfo -f -m {} 2>/dev/null | grep 'Volume Flags'",
         img.display()
@@ -244,7 +184,7 @@ fn dirty_volume_and_bad_fixups_fall_back() {
         pristine.display(),
         img.display()
     ));
-    patch(&img, record_offset(&img, 6), |r| r[1022] ^= 0xFF);
+    patch(&img, record_offset(&img, 6), 1024, |r| r[1022] ^= 0xFF);
     assert!(matches!(
         ntfs::used(&FileArea::open(&img)),
         Err(FsError::Checksum(_))
@@ -256,7 +196,7 @@ fn dirty_volume_and_bad_fixups_fall_back() {
         pristine.display(),
         img.display()
     ));
-    patch(&img, record_offset(&img, 6), |r| {
+    patch(&img, record_offset(&img, 6), 1024, |r| {
         let at = find_attr(r, 0x80);
         let mp = at + usize::from(u16::from_le_bytes([r[at + 32], r[at + 33]]));
         let (ln, on) = (usize::from(r[mp] & 0xF), usize::from(r[mp] >> 4));
@@ -297,13 +237,7 @@ fn mutations_never_panic() {
     let mft = record_offset(&img, 0) as usize;
     let regions = [(0usize, 512usize), (mft, 8 * 1024)];
     let mut data = base.clone();
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rnd = xorshift(0x9E37_79B9_7F4A_7C15);
     for _ in 0..5000 {
         let (start, len) = regions[(rnd() % 2) as usize];
         let mut touched = Vec::new();

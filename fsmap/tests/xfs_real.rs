@@ -3,49 +3,16 @@
 //! holding only the captured bytes (zeros elsewhere) must pass `xfs_repair -n` and give back
 //! every file with the same SHA-256. Needs root (loop mounts) and xfsprogs.
 
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::io;
+use std::path::{Path, PathBuf};
+
+use common::{captured_copy, crc32c, loop_mount_hashes, patch, sh, xorshift, FileArea};
 use p2v_fsmap::{xfs, Extents, FsError, ReadAt};
 use tempfile::TempDir;
 
 const SIZE: u64 = 320 << 20; // the smallest mkfs.xfs accepts is 300 MB
-
-struct FileArea(File, u64);
-
-impl FileArea {
-    fn open(p: &Path) -> Self {
-        let f = File::open(p).unwrap();
-        let n = f.metadata().unwrap().len();
-        FileArea(f, n)
-    }
-}
-
-impl ReadAt for FileArea {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
-    }
-    fn size(&self) -> u64 {
-        self.1
-    }
-}
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", cmd])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A 320 MiB sparse XFS image with files of several sizes, some deleted (fragmented free space).
 fn build(dir: &Path, mkfs_opts: &str) -> PathBuf {
@@ -73,40 +40,6 @@ fn build_with(dir: &Path, mkfs_opts: &str, holes: u32) -> PathBuf {
         mnt = mnt.display()
     ));
     img
-}
-
-/// SHA-256 of every file, from a read-only mount (no log recovery).
-fn hashes(img: &Path, mnt: &Path) -> String {
-    std::fs::create_dir_all(mnt).unwrap();
-    sh(&format!(
-        "mount -o loop,ro,norecovery {img} {mnt}
-         trap 'umount {mnt}' EXIT
-         (cd {mnt} && find . -type f -print0 | sort -z | xargs -0 sha256sum)",
-        img = img.display(),
-        mnt = mnt.display()
-    ))
-}
-
-/// A copy holding only `capture` (zeros elsewhere, sparse).
-fn captured_copy(src: &Path, dst: &Path, capture: &Extents) {
-    let from = File::open(src).unwrap();
-    let to = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dst)
-        .unwrap();
-    to.set_len(from.metadata().unwrap().len()).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    for &(start, len) in capture.ranges() {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(buf.len() as u64) as usize;
-            from.read_exact_at(&mut buf[..n], start + done).unwrap();
-            to.write_all_at(&buf[..n], start + done).unwrap();
-            done += n as u64;
-        }
-    }
 }
 
 /// `xfs_db freesp -d`: every free extent (bnobt records and AGFL blocks) as bytes.
@@ -157,8 +90,8 @@ fn check_against_oracle(img: &Path, dir: &Path) {
     let copy = dir.join("copy.img");
     captured_copy(img, &copy, &capture);
     sh(&format!("xfs_repair -n {}", copy.display()));
-    let before = hashes(img, &dir.join("m1"));
-    let after = hashes(&copy, &dir.join("m2"));
+    let before = loop_mount_hashes(img, &dir.join("m1"), "loop,ro,norecovery");
+    let after = loop_mount_hashes(&copy, &dir.join("m2"), "loop,ro,norecovery");
     assert!(before.lines().count() > 30, "{before}");
     assert_eq!(before, after, "files differ after zeroing the free space");
 }
@@ -233,29 +166,6 @@ fn fix_crc(buf: &mut [u8], crc_at: usize) {
     buf[crc_at..crc_at + 4].fill(0);
     let c = crc32c(buf);
     buf[crc_at..crc_at + 4].copy_from_slice(&c.to_le_bytes());
-}
-
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn patch(img: &Path, offset: u64, len: usize, f: impl FnOnce(&mut [u8])) {
-    let file = OpenOptions::new().read(true).write(true).open(img).unwrap();
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset).unwrap();
-    f(&mut buf);
-    file.write_all_at(&buf, offset).unwrap();
 }
 
 /// Writes damage into an image.
@@ -375,13 +285,7 @@ fn mutations_never_panic() {
     let mut regions: Vec<(u64, u64)> = vec![(0, 4 * 512), (ag, 4 * 512), (bs, bs), (ag + bs, bs)];
     let log = (sb.logstart >> sb.agblklog) * ag + (sb.logstart & ((1 << sb.agblklog) - 1)) * bs;
     regions.push((log, 64 * 512));
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rnd = xorshift(0x2545_F491_4F6C_DD1D);
     let mut accepted = 0;
     for _ in 0..3000 {
         let (start, len) = regions[(rnd() % regions.len() as u64) as usize];
