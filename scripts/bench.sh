@@ -75,7 +75,7 @@ stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; rm -
 trap 'kill ${server_pid:-} 2>/dev/null || true' EXIT
 
 results=()
-record() { results+=("$1|$2|$3|$4"); }   # image|method|ns|bytes
+record() { results+=("$1	$2	$3	$4"); }   # image, method, ns, bytes (tab-separated)
 
 bench_image() { # FS
     local fs=$1 img=$dir/disk-2g-$1.img
@@ -106,9 +106,9 @@ bench_image() { # FS
 bench_image ext4
 bench_image ntfs
 
-printf '%s\n' "${results[@]}" | python3 -c '
+printf "%b\n" "${results[@]}" | python3 -c '
 import sys, os
-rows = [l.strip().split("|") for l in sys.stdin if l.strip()]
+rows = [l.rstrip("\n").split("\t") for l in sys.stdin if l.strip()]
 size = 2 << 30
 print(f"2.00 GiB images, {os.cpu_count()} CPUs; ratios against p2v (used blocks) on the same image")
 print(f"| image | method | wall s | MiB/s of disk | bytes out | time / p2v | bytes / p2v |")
