@@ -166,6 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         pipeline: PipelineSettings {
             zstd_level: args.level,
+            readers: 2,
             workers,
             upload_queue: usize::from(args.connections) * 2,
         },

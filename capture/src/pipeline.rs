@@ -56,6 +56,8 @@ pub struct Counters {
 #[derive(Debug, Clone, Copy)]
 pub struct PipelineSettings {
     pub zstd_level: i32,
+    /// Threads reading the disk.
+    pub readers: usize,
     pub workers: usize,
     /// Capacity of the queue towards the uploaders.
     pub upload_queue: usize,
@@ -104,11 +106,24 @@ impl Pipeline {
         let (out_tx, out_rx) = mpsc::channel(settings.upload_queue.max(1));
         let mut threads = Vec::new();
 
-        let reader_stop = stop.clone();
-        let reader_counters = counters.clone();
-        threads.push(std::thread::spawn(move || {
-            for index in 0..geometry.count() {
-                if reader_stop.load(Ordering::Relaxed) {
+        // Several readers take the next chunk index from a shared counter: reads stay nearly
+        // sequential, and the device sees more than one request at a time.
+        let next_index = Arc::new(AtomicU64::new(0));
+        // Set by a reader that failed, so that the others stop too (separate from `stop`, which
+        // would make the workers drop the error before it reaches the uploaders).
+        let read_failed = Arc::new(AtomicBool::new(false));
+        for _ in 0..settings.readers.max(1) {
+            let (file, path, map, raw_tx) =
+                (file.clone(), path.clone(), map.clone(), raw_tx.clone());
+            let (reader_stop, reader_counters, next_index) =
+                (stop.clone(), counters.clone(), next_index.clone());
+            let read_failed = read_failed.clone();
+            threads.push(std::thread::spawn(move || loop {
+                let index = next_index.fetch_add(1, Ordering::Relaxed);
+                if index >= geometry.count()
+                    || reader_stop.load(Ordering::Relaxed)
+                    || read_failed.load(Ordering::Relaxed)
+                {
                     return;
                 }
                 let offset = index * geometry.chunk_size;
@@ -132,10 +147,13 @@ impl Pipeline {
                     });
                 let failed = item.is_err();
                 if raw_tx.send(item).is_err() || failed {
+                    // A read error ends the pass; the other readers stop at their next chunk.
+                    read_failed.store(true, Ordering::Relaxed);
                     return;
                 }
-            }
-        }));
+            }));
+        }
+        drop(raw_tx);
 
         let raw_rx = Arc::new(Mutex::new(raw_rx));
         for _ in 0..workers {
