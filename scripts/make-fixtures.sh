@@ -21,6 +21,7 @@
 set -euo pipefail
 
 OUT=${1:?usage: make-fixtures.sh OUTDIR}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)   # absolute: the steps below cd around
 HASH=$(sha256sum "$(readlink -f "${BASH_SOURCE[0]}")" | cut -d' ' -f1)
 FIXTURES=(gpt.img mbr.img gpt-4k.img big-random.img blank.img)
 EPOCH=1700000000

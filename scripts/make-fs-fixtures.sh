@@ -11,6 +11,7 @@
 # fs-<name>.sha256 lists the SHA-256 of every file (sha256sum format, paths relative to the root).
 set -euo pipefail
 OUT=${1:?usage: make-fs-fixtures.sh OUTDIR}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)   # absolute: the steps below cd around
 HASH=$(sha256sum "$(readlink -f "${BASH_SOURCE[0]}")" | cut -d' ' -f1)
 export PATH=$PATH:/usr/sbin:/sbin LC_ALL=C
 NAMES=(ext2 ext3 ext4 ext4-bigalloc xfs btrfs ntfs fat12 fat16 fat32 exfat swap luks lvm)
