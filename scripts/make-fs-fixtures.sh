@@ -70,21 +70,14 @@ fs_image() { # NAME SIZE_MIB MKFS...
     "$@" "$part" >/dev/null
     mount -o loop "$part" "$mnt"
     populate "$mnt" posix
+    [[ $name == btrfs ]] && { btrfs subvolume create "$mnt/subvol" >/dev/null; populate "$mnt/subvol" posix; }
     manifest "$mnt" "$OUT/fs-$name.sha256"
     umount "$mnt"
 }
 
 kernel_fs() { # NAME SIZE_MIB MKFS...
-    local name=$1 size=$2; shift 2
-    local part=$work/$name.part
-    old_data "$part" "$size"
-    "$@" "$part" >/dev/null
-    mount -o loop "$part" "$mnt"
-    populate "$mnt" posix
-    [[ $name == btrfs ]] && { btrfs subvolume create "$mnt/subvol" >/dev/null; populate "$mnt/subvol" posix; }
-    manifest "$mnt" "$OUT/fs-$name.sha256"
-    umount "$mnt"
-    make_disk "$name" "$part"
+    fs_image "$@"
+    make_disk "$1" "$work/$1.part"
 }
 
 fuse_fs() { # NAME SIZE_MIB MOUNT_CMD MKFS...

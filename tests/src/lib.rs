@@ -332,6 +332,26 @@ pub fn run_agent<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<Output> {
     spawn_agent(args)?.wait_output(Duration::from_secs(600))
 }
 
+/// Runs an agent against `server` on `source` with `--json --no-progress` and `extra`
+/// arguments, and returns its report (panicking with the agent's and the server's output if it
+/// fails).
+pub fn capture_json(
+    server: &Server,
+    token: &str,
+    source: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut args = server.agent_args(token);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend([
+        "--json".into(),
+        "--no-progress".into(),
+        source.display().to_string(),
+    ]);
+    let output = run_agent(&args).expect("running the agent");
+    agent_report(&output).unwrap_or_else(|e| panic!("{e:#}\nserver log:\n{}", server.log()))
+}
+
 /// The agent's `--json` report.
 pub fn agent_report(output: &Output) -> Result<serde_json::Value> {
     if !output.status.success() {

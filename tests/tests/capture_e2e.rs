@@ -24,15 +24,7 @@ fn disk_by_id(server: &Server, id: &str) -> DiskSummary {
 
 /// Captures `source` (a fixture or a block device) and returns the agent's report.
 fn capture(server: &Server, token: &str, source: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = server.agent_args(token);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend([
-        "--json".into(),
-        "--no-progress".into(),
-        source.display().to_string(),
-    ]);
-    let output = run_agent(&args).unwrap();
-    agent_report(&output).unwrap_or_else(|e| panic!("{e:#}\nserver log:\n{}", server.log()))
+    capture_json(server, token, source, extra)
 }
 
 /// Exports `disk` in every format and checks each against `source` with qemu-img.

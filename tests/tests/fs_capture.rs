@@ -46,16 +46,7 @@ fn capture_fixture(fixture: &str, extra: &[&str]) -> Captured {
     let server = Server::start(&work.path().join("data")).unwrap();
     let token = server.create_token().unwrap();
     let source = fs_fixtures().join(format!("fs-{fixture}.img"));
-    let mut args = server.agent_args(&token);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend([
-        "--json".into(),
-        "--no-progress".into(),
-        source.display().to_string(),
-    ]);
-    let output = run_agent(&args).unwrap();
-    let report =
-        agent_report(&output).unwrap_or_else(|e| panic!("{e:#}\nserver log:\n{}", server.log()));
+    let report = capture_json(&server, &token, &source, extra);
     let disk = &report["disks"][0];
     let map: CaptureMap = serde_json::from_value(disk["capture_map"].clone()).unwrap();
     // The server keeps the same report.

@@ -2,7 +2,7 @@
 //! (independent tools), including the protective/hybrid MBR cases and damaged GPT copies.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use p2v_capture::layout::read_partition_table;
 use p2v_protocol::layout::{PartitionTable, ProtectiveMbr};
@@ -76,6 +76,26 @@ fn gpt_with_4096_byte_sectors() {
     ));
 }
 
+/// A copy of gpt.img with one 512-byte sector zeroed; `sector` gets the disk's sector count.
+fn gpt_copy_with_zeroed_sector(work: &Path, name: &str, sector: impl Fn(u64) -> u64) -> PathBuf {
+    let path = work.join(name);
+    std::fs::copy(fixtures().join("gpt.img"), &path).unwrap();
+    let sectors = std::fs::metadata(&path).unwrap().len() / 512;
+    run(
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={}", path.display()),
+            "bs=512",
+            &format!("seek={}", sector(sectors)),
+            "count=1",
+            "conv=notrunc",
+        ],
+    )
+    .unwrap();
+    path
+}
+
 #[test]
 fn hybrid_missing_and_damaged_mbr_and_backup() {
     let work = TempDir::new().unwrap();
@@ -91,19 +111,7 @@ fn hybrid_missing_and_damaged_mbr_and_backup() {
     assert_eq!(partitions.len(), 3);
 
     // No MBR at all: still GPT.
-    let nombr_path = work.path().join("nombr.img");
-    std::fs::copy(fixtures().join("gpt.img"), &nombr_path).unwrap();
-    run(
-        "dd",
-        &[
-            "if=/dev/zero",
-            &format!("of={}", nombr_path.display()),
-            "bs=512",
-            "count=1",
-            "conv=notrunc",
-        ],
-    )
-    .unwrap();
+    let nombr_path = gpt_copy_with_zeroed_sector(work.path(), "nombr.img", |_| 0);
     let PartitionTable::Gpt {
         mbr, partitions, ..
     } = read(&nombr_path, 512)
@@ -114,20 +122,7 @@ fn hybrid_missing_and_damaged_mbr_and_backup() {
     assert_eq!(partitions.len(), 3);
 
     // Primary header destroyed: the backup header at the end still gives the table.
-    let primary_gone = work.path().join("primary-gone.img");
-    std::fs::copy(fixtures().join("gpt.img"), &primary_gone).unwrap();
-    run(
-        "dd",
-        &[
-            "if=/dev/zero",
-            &format!("of={}", primary_gone.display()),
-            "bs=512",
-            "seek=1",
-            "count=1",
-            "conv=notrunc",
-        ],
-    )
-    .unwrap();
+    let primary_gone = gpt_copy_with_zeroed_sector(work.path(), "primary-gone.img", |_| 1);
     let PartitionTable::Gpt {
         partitions,
         backup_header_ok,
@@ -140,21 +135,7 @@ fn hybrid_missing_and_damaged_mbr_and_backup() {
     assert_eq!(partitions.len(), 3);
 
     // Backup header destroyed: reported, table still read from the primary.
-    let backup_gone = work.path().join("backup-gone.img");
-    std::fs::copy(fixtures().join("gpt.img"), &backup_gone).unwrap();
-    let sectors = std::fs::metadata(&backup_gone).unwrap().len() / 512;
-    run(
-        "dd",
-        &[
-            "if=/dev/zero",
-            &format!("of={}", backup_gone.display()),
-            "bs=512",
-            &format!("seek={}", sectors - 1),
-            "count=1",
-            "conv=notrunc",
-        ],
-    )
-    .unwrap();
+    let backup_gone = gpt_copy_with_zeroed_sector(work.path(), "backup-gone.img", |n| n - 1);
     let PartitionTable::Gpt {
         backup_header_ok,
         partitions,
