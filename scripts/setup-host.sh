@@ -14,7 +14,7 @@ PACKAGES=(musl-tools dosfstools mtools fdisk gdisk e2fsprogs zstd file
           qemu-utils util-linux xxd coreutils iproute2 make python3 perl
           xfsprogs btrfs-progs ntfs-3g exfatprogs exfat-fuse lvm2 cryptsetup-bin partclone
           linux-image-amd64 kmod busybox-static grub-pc-bin grub-efi-amd64-bin cpio binutils
-          qemu-system-x86 ovmf ipxe-qemu)
+          qemu-system-x86 ovmf ipxe-qemu debootstrap libvirt-daemon-system libvirt-clients)
 MUSL_TARGET=x86_64-unknown-linux-musl
 
 log() { echo "setup-host: $*"; }
@@ -38,8 +38,17 @@ else
     # Install the whole list in one transaction, not only the missing ones: a package can
     # conflict with a preinstalled version of another (qemu-system-x86 from bookworm replaces a
     # backported qemu-utils), and apt then keeps the set consistent.
+    # qemu-system-x86 needs qemu-utils of its own version; a machine that comes with a
+    # backported qemu-utils must step down to it, which apt does only when told the version.
+    install=("${PACKAGES[@]}")
+    qemu_common=$(apt-cache policy qemu-system-common | awk '/Candidate:/ {print $2}')
+    if [[ -n $qemu_common && $qemu_common != "(none)" ]]; then
+        for i in "${!install[@]}"; do
+            [[ ${install[$i]} == qemu-utils ]] && install[$i]="qemu-utils=$qemu_common"
+        done
+    fi
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+        apt-get install -y -q --no-install-recommends --allow-downgrades "${install[@]}"
     for pkg in "${PACKAGES[@]}"; do
         status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
         [[ $status == installed ]] || { log "ERROR: $pkg is not installed after apt-get"; exit 1; }

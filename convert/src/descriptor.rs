@@ -1,0 +1,1 @@
+//! Placeholder: libvirt XML and OVF (filled in by the descriptor work).
