@@ -14,11 +14,11 @@ all: build
 setup:
 	bash scripts/setup-host.sh
 
-# Host builds of everything, plus the agent as a static musl binary (what the live image ships
-# and what the end-to-end tests run).
+# Host builds of everything, plus the agent, the init and the converter as static musl binaries
+# (what the live image ships and what the end-to-end tests run).
 build: setup
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) build --release -p p2v-capture -p p2v-init --target $(MUSL_TARGET)
+	$(CARGO) build --release -p p2v-capture -p p2v-init -p p2v-convert --target $(MUSL_TARGET)
 
 # The live image (vmlinuz, initrd.img, boot.ipxe, p2v-usb.img) into target/p2v-image.
 # Kernel arguments for the stick: make image CMDLINE="p2v.server=https://... p2v.fingerprint=... p2v.token=..."
@@ -35,6 +35,7 @@ lint:
 
 test: build fixtures lint
 	bash scripts/check-static.sh target/$(MUSL_TARGET)/release/p2v-capture
+	bash scripts/check-static.sh target/$(MUSL_TARGET)/release/p2v-convert
 	bash scripts/run-tests.sh
 
 demo: build fixtures

@@ -1,4 +1,5 @@
-//! The initramfs: `/init` (p2v-init), `/bin/p2v-capture`, busybox (`sh`, `ip`, `udhcpc` only),
+//! The initramfs: `/init` (p2v-init), `/bin/p2v-capture`, `/bin/p2v-convert` (conversion
+//! appliance), busybox (`sh`, `ip`, `udhcpc`, `mount`, `umount`, `chroot`, `sync` only),
 //! the drivers of `drivers.txt` with their dependency closure, `modules.dep`/`modules.alias`
 //! filtered to what is included, and the firmware those drivers name where `/lib/firmware` has
 //! it. Written as a `newc` cpio ([`crate::cpio`]) compressed with zstd (the Debian kernel has
@@ -24,6 +25,8 @@ pub struct InitrdInputs {
     pub firmware_root: PathBuf,
     pub init: PathBuf,
     pub agent: PathBuf,
+    /// The converter (static musl build of p2v-convert) for the conversion-appliance mode.
+    pub converter: PathBuf,
     /// A static busybox (Debian's busybox-static: /bin/busybox).
     pub busybox: PathBuf,
     /// Module names to include (their dependencies are added).
@@ -175,9 +178,15 @@ pub fn build(inputs: &InitrdInputs) -> Result<InitrdReport, Error> {
         &stripped(&inputs.agent, inputs.strip)?,
     )
     .map_err(io)?;
+    w.file(
+        "bin/p2v-convert",
+        0o755,
+        &stripped(&inputs.converter, inputs.strip)?,
+    )
+    .map_err(io)?;
     w.file("bin/busybox", 0o755, &read(&inputs.busybox)?)
         .map_err(io)?;
-    for applet in ["sh", "ip", "udhcpc"] {
+    for applet in ["sh", "ip", "udhcpc", "mount", "umount", "chroot", "sync"] {
         w.symlink(&format!("bin/{applet}"), "busybox").map_err(io)?;
     }
     w.file(

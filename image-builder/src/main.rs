@@ -43,6 +43,12 @@ enum Cmd {
             default_value = "target/x86_64-unknown-linux-musl/release/p2v-capture"
         )]
         agent: PathBuf,
+        /// The converter (static musl build of p2v-convert), for `p2v.mode=convert`.
+        #[arg(
+            long,
+            default_value = "target/x86_64-unknown-linux-musl/release/p2v-convert"
+        )]
+        converter: PathBuf,
         /// A static busybox (Debian's busybox-static).
         #[arg(long, default_value = "/bin/busybox")]
         busybox: PathBuf,
@@ -101,6 +107,7 @@ fn main() -> anyhow::Result<()> {
             firmware,
             init,
             agent,
+            converter,
             busybox,
             drivers: driver_file,
             cmdline,
@@ -144,6 +151,7 @@ fn main() -> anyhow::Result<()> {
                 firmware_root: firmware,
                 init,
                 agent,
+                converter,
                 busybox,
                 drivers: list,
                 level,

@@ -1,9 +1,47 @@
 //! The live image's configuration: kernel arguments (`/proc/cmdline`) in the field's habit,
 //! `p2v.server=`, `p2v.fingerprint=`, `p2v.token=`, `p2v.disks=`, `p2v.net=`, `p2v.post=`,
-//! `p2v.medium=`, `p2v.debug`. Parsing is pure: a string in, a [`Config`] or a list of
+//! `p2v.medium=`, `p2v.debug`, and `p2v.mode=convert` for the conversion appliance (which needs
+//! none of the capture arguments: its job comes on a disk). Parsing is pure: a string in, a [`Config`] or a list of
 //! problems (every one, so the operator fixes them in one go) out.
 
 use std::net::Ipv4Addr;
+
+/// What the image is booted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A physical machine to capture (the default).
+    Capture,
+    /// The conversion appliance: the server boots the image in a VM with a guest's disks and a
+    /// job disk attached (`p2v-convert appliance`).
+    Convert,
+}
+
+/// The mode from `p2v.mode=` (default: capture).
+pub fn mode(cmdline: &str) -> Result<Mode, ArgError> {
+    let mut mode = Mode::Capture;
+    for word in words(cmdline) {
+        if let Some(v) = word.strip_prefix("p2v.mode=") {
+            mode = match v {
+                "capture" => Mode::Capture,
+                "convert" => Mode::Convert,
+                _ => {
+                    return Err(err(
+                        "p2v.mode",
+                        format!("{v:?}: expected capture or convert"),
+                    ))
+                }
+            };
+        }
+    }
+    Ok(mode)
+}
+
+/// Whether `p2v.debug` is on (for modes that need nothing else from the command line).
+pub fn debug(cmdline: &str) -> bool {
+    words(cmdline)
+        .iter()
+        .any(|w| w == "p2v.debug" || (w.starts_with("p2v.debug=") && w != "p2v.debug=0"))
+}
 
 /// What to do after a successful capture (after a failure the machine always stays).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,10 +295,12 @@ pub fn parse(cmdline: &str) -> Result<Config, Vec<ArgError>> {
                 debug = value.is_none_or(|v| v != "0");
                 Ok(())
             }
+            // Checked by `mode()`; only capture mode gets here.
+            "mode" => Ok(()),
             _ => Err(ArgError {
                 arg: "p2v.*",
                 message: format!(
-                    "unknown argument {word:?} (known: server, fingerprint, token, disks, net, post, medium, debug)"
+                    "unknown argument {word:?} (known: server, fingerprint, token, disks, net, post, medium, debug, mode)"
                 ),
             }),
         };
@@ -373,6 +413,18 @@ mod tests {
         );
         let errors = parse("p2v.fingerprint=sha256:12").unwrap_err();
         assert!(errors[0].to_string().contains("64 hex"), "{errors:?}");
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(mode(&base()).unwrap(), Mode::Capture);
+        assert_eq!(mode("quiet p2v.mode=convert").unwrap(), Mode::Convert);
+        assert!(mode("p2v.mode=fix")
+            .unwrap_err()
+            .to_string()
+            .contains("capture or convert"));
+        assert!(parse(&format!("{} p2v.mode=capture", base())).is_ok());
+        assert!(debug("a p2v.debug b") && debug("p2v.debug=1") && !debug("p2v.debug=0 x"));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! kernel's own index files ([`modules`], [`uevent`]); [`cmdline`] reads `p2v.*` kernel
 //! arguments; [`net`] runs busybox's `udhcpc`; [`hw`] describes the machine; [`medium`]
 //! recognizes the USB stick so it is never captured; [`run`] ties them together and runs the
-//! agent (`/bin/p2v-capture`). Parsers are pure and unit-tested; [`sys`] holds the unsafe
+//! agent (`/bin/p2v-capture`); [`appliance`] is the conversion mode (`p2v.mode=convert`) that
+//! runs `/bin/p2v-convert` on a guest's disks in a VM. Parsers are pure and unit-tested; [`sys`] holds the unsafe
 //! system calls.
 
+pub mod appliance;
 pub mod cmdline;
 pub mod coldplug;
 pub mod console;

@@ -170,6 +170,24 @@ pub fn main() -> ! {
     crate::console::init();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     say!("P2V live image {} starting", env!("CARGO_PKG_VERSION"));
+    match cmdline::mode(&cmdline) {
+        Ok(cmdline::Mode::Capture) => {}
+        Ok(cmdline::Mode::Convert) => {
+            if !cmdline::debug(&cmdline) {
+                let _ = std::fs::write("/proc/sys/kernel/printk", "3 4 1 3");
+            }
+            match Loader::open(cmdline::debug(&cmdline)) {
+                Ok(l) => crate::appliance::main(Arc::new(l), t0),
+                Err(e) => {
+                    say!("conversion FAILED: reading the module index: {e}");
+                    let e = sys::halt(sys::Halt::Poweroff);
+                    say!("could not power off: {e}");
+                    stay()
+                }
+            }
+        }
+        Err(e) => fail(&e.to_string(), "fix p2v.mode= in the boot entry"),
+    }
     let config = match cmdline::parse(&cmdline) {
         Ok(c) => c,
         Err(errors) => {

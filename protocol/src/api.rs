@@ -51,6 +51,18 @@ pub mod paths {
     pub fn disk_export(disk: DiskId, format: ExportFormat) -> String {
         format!("/v1/disks/{disk}/export?format={}", format.as_str())
     }
+    /// The export of the disk as the last successful conversion left it.
+    pub fn disk_export_converted(disk: DiskId, format: ExportFormat) -> String {
+        format!(
+            "/v1/disks/{disk}/export?format={}&variant=converted",
+            format.as_str()
+        )
+    }
+    /// `POST` starts a conversion ([`super::ConvertRequest`]), `GET` its
+    /// [`super::ConversionStatus`].
+    pub fn machine_conversion(machine: MachineId) -> String {
+        format!("/v1/machines/{machine}/conversion")
+    }
 }
 
 /// `POST /v1/sessions`: the agent starts a capture.
@@ -326,4 +338,76 @@ mod tests {
         assert_eq!(ExportFormat::Vhd.qemu_format(), "vpc");
         assert!("iso".parse::<ExportFormat>().is_err());
     }
+}
+
+/// `POST /v1/machines/{id}/conversion`: convert a captured machine for a target profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvertRequest {
+    /// A target profile (`virtio`, `virtio-scsi`, `sata`; `p2v-server profiles` lists them).
+    pub profile: String,
+    /// Inspect and plan only; nothing is changed.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Mount the guest on the server itself instead of in the appliance VM (only for sources
+    /// the operator trusts: the guest's file systems are then parsed by the server's kernel).
+    #[serde(default)]
+    pub direct: bool,
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    #[serde(default)]
+    pub firmware: Option<crate::inventory::FirmwareKind>,
+    /// Keep the physical MACs (the default).
+    #[serde(default)]
+    pub keep_macs: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversionState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A converted disk as the server keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvertedDisk {
+    pub disk_id: DiskId,
+    /// Position in the VM (0 boots).
+    pub index: usize,
+    /// The disk's completion generation the conversion started from: a capture re-run that
+    /// changes the disk makes the conversion stale.
+    pub generation: u64,
+}
+
+/// `GET /v1/machines/{id}/conversion`: the latest conversion of a machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionStatus {
+    pub machine_id: MachineId,
+    pub state: ConversionState,
+    pub profile: String,
+    pub dry_run: bool,
+    pub direct: bool,
+    /// Seconds since the Unix epoch.
+    pub started_at: u64,
+    pub finished_at: Option<u64>,
+    /// Why it failed, for the operator (details in `report`).
+    pub error: Option<String>,
+    /// From starting the appliance VM to its converter running, in milliseconds.
+    pub appliance_start_ms: Option<u64>,
+    /// The whole conversion, in milliseconds.
+    pub wall_ms: Option<u64>,
+    pub disks: Vec<ConvertedDisk>,
+    /// The resolved virtual machine (`p2v_convert::profile::VmSpec`).
+    pub vm: serde_json::Value,
+    /// The converter's report (`p2v_convert::job::ConversionReport`), when it wrote one.
+    pub report: Option<serde_json::Value>,
+    /// The last lines of the appliance's console, when something went wrong.
+    #[serde(default)]
+    pub console_tail: Vec<String>,
 }

@@ -16,8 +16,8 @@ use http::header::CONTENT_DISPOSITION;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use p2v_protocol::api::{
-    AnnounceDisk, ChunkAck, CreateToken, DiskCompleted, DiskState, ExportFormat, FinishSession,
-    SessionStarted, StartSession, TokenCreated, MAX_JSON_BODY,
+    AnnounceDisk, ChunkAck, ConvertRequest, CreateToken, DiskCompleted, DiskState, ExportFormat,
+    FinishSession, SessionStarted, StartSession, TokenCreated, MAX_JSON_BODY,
 };
 use p2v_protocol::chunk::{HEADER_CHUNK_ENCODING, HEADER_CHUNK_HASH, HEADER_SESSION};
 use p2v_protocol::{
@@ -81,6 +81,9 @@ pub(crate) struct AppState {
     export_locks: Mutex<HashMap<(DiskId, &'static str), ExportLock>>,
     /// Uploads still to be treated as corrupted ([`Limits::inject_corrupt_chunks`]).
     corrupt_left: std::sync::atomic::AtomicU32,
+    /// How machines are converted, and which conversions are running.
+    pub conversion: crate::conversion::ConversionConfig,
+    pub conversions: crate::conversion::Running,
 }
 
 impl AppState {
@@ -90,6 +93,7 @@ impl AppState {
         committer: Committer,
         admin_token: &str,
         limits: Limits,
+        conversion: crate::conversion::ConversionConfig,
     ) -> Self {
         let budget_kib = usize::try_from(limits.body_budget_bytes / 1024)
             .unwrap_or(usize::MAX)
@@ -114,6 +118,8 @@ impl AppState {
             export_locks: Mutex::new(HashMap::new()),
             corrupt_left: std::sync::atomic::AtomicU32::new(limits.inject_corrupt_chunks),
             limits,
+            conversion,
+            conversions: Default::default(),
         }
     }
 
@@ -210,6 +216,7 @@ enum Route<'a> {
     SessionFinish(&'a str),
     Machines,
     Machine(&'a str),
+    MachineConversion(&'a str),
     Disks,
     Disk(&'a str),
     DiskChunks(&'a str),
@@ -233,6 +240,7 @@ impl Route<'_> {
             ["sessions", id, "finish"] => Route::SessionFinish(id),
             ["machines"] => Route::Machines,
             ["machines", id] => Route::Machine(id),
+            ["machines", id, "conversion"] => Route::MachineConversion(id),
             ["disks"] => Route::Disks,
             ["disks", id] => Route::Disk(id),
             ["disks", id, "chunks"] => Route::DiskChunks(id),
@@ -246,7 +254,7 @@ impl Route<'_> {
 
     fn allowed(self) -> &'static str {
         match self {
-            Route::Sessions => "GET, POST",
+            Route::Sessions | Route::MachineConversion(_) => "GET, POST",
             Route::SessionDisks(_)
             | Route::SessionFinish(_)
             | Route::DiskComplete(_)
@@ -330,8 +338,27 @@ async fn route(state: &Arc<AppState>, req: &mut Req) -> Result<Response<Body>, E
         (R::DiskExport(id), &Method::GET) => {
             authorize(state, req, Access::Admin).await?;
             let disk: DiskId = parse_id(id)?;
-            let format = export_format(req.parts.uri.query())?;
-            export_disk(state, disk, format).await
+            let (format, converted) = export_query(req.parts.uri.query())?;
+            export_disk(state, disk, format, converted).await
+        }
+        (R::MachineConversion(id), &Method::POST) => {
+            authorize(state, req, Access::Admin).await?;
+            let machine: MachineId = parse_id(id)?;
+            let request: ConvertRequest = read_json(state, req).await?;
+            let status = crate::conversion::start(state, machine, request).await?;
+            let mut response = json_response(&status);
+            *response.status_mut() = http::StatusCode::ACCEPTED;
+            Ok(response)
+        }
+        (R::MachineConversion(id), &Method::GET) => {
+            authorize(state, req, Access::Admin).await?;
+            let machine: MachineId = parse_id(id)?;
+            match crate::conversion::load_status(state, machine)? {
+                Some(status) => Ok(json_response(&status)),
+                None => Err(Error::NotFound(format!(
+                    "machine {machine} has not been converted"
+                ))),
+            }
         }
         (R::Tokens, &Method::POST) => {
             authorize(state, req, Access::Admin).await?;
@@ -895,37 +922,51 @@ async fn create_token(state: &AppState, req: &mut Req) -> Result<Response<Body>,
     Ok(json_response(&TokenCreated { name, token }))
 }
 
-fn export_format(query: Option<&str>) -> Result<ExportFormat, Error> {
+/// `?format=...[&variant=captured|converted]`: the format, and whether the converted disk is
+/// wanted.
+fn export_query(query: Option<&str>) -> Result<(ExportFormat, bool), Error> {
     let mut format = None;
+    let mut converted = false;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("format", value)) => {
                 format = Some(value.parse::<ExportFormat>().map_err(Error::BadRequest)?)
             }
+            Some(("variant", "captured")) => converted = false,
+            Some(("variant", "converted")) => converted = true,
             _ => {
                 return Err(Error::BadRequest(format!(
-                    "unknown query parameter {:?} (expected format=raw|qcow2|vmdk|vhdx|vhd)",
+                    "unknown query parameter {:?} (expected format=raw|qcow2|vmdk|vhdx|vhd, \
+                     variant=captured|converted)",
                     pair.chars().take(64).collect::<String>()
                 )))
             }
         }
     }
-    format.ok_or_else(|| Error::BadRequest("missing ?format=raw|qcow2|vmdk|vhdx|vhd".into()))
+    let format = format
+        .ok_or_else(|| Error::BadRequest("missing ?format=raw|qcow2|vmdk|vhdx|vhd".into()))?;
+    Ok((format, converted))
 }
 
 async fn export_disk(
     state: &AppState,
     disk: DiskId,
     format: ExportFormat,
+    converted: bool,
 ) -> Result<Response<Body>, Error> {
-    let (path, file) = export::prepare(state, disk, format).await?;
+    let (path, file) = if converted {
+        crate::conversion::prepare_export(state, disk, format).await?
+    } else {
+        export::prepare(state, disk, format).await?
+    };
     let len = file
         .metadata()
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
         .len();
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{disk}.{}\"",
+        "attachment; filename=\"{disk}{}.{}\"",
+        if converted { ".converted" } else { "" },
         format.as_str()
     )) {
         headers.insert(CONTENT_DISPOSITION, value);

@@ -172,7 +172,7 @@ pub(crate) async fn prepare(
 }
 
 /// Runs qemu-img, logging its command line; its stderr goes into the error.
-async fn run_qemu_img(args: Vec<OsString>) -> Result<(), Error> {
+pub(crate) async fn run_qemu_img(args: Vec<OsString>) -> Result<(), Error> {
     let command_line = std::iter::once("qemu-img".to_string())
         .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
         .collect::<Vec<_>>()

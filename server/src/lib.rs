@@ -9,6 +9,7 @@
 //! - `api`: routing, authentication and the endpoint handlers.
 //! - `store`: metadata in redb; `commit`: the group commit of chunk records; `image`: the raw
 //!   images; `export`: qemu-img conversions.
+//! - [`conversion`]: conversions of captured machines in the appliance VM (or `--direct`).
 //! - [`operator`]: the operator commands' client and tables.
 //! - [`datadir`]: the layout of the data directory.
 //!
@@ -21,6 +22,7 @@ mod auth;
 pub mod boot;
 mod cert;
 mod commit;
+pub mod conversion;
 pub mod datadir;
 mod error;
 mod export;
@@ -33,6 +35,7 @@ mod sys;
 mod util;
 
 pub use boot::BootConfig;
+pub use conversion::ConversionConfig;
 pub use datadir::{DataDir, ServerInfo};
 pub use error::Error;
 pub use server::{serve, start, Limits, RunningServer, ServeConfig};

@@ -89,6 +89,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Serve boot files (iPXE script, kernel, initrd) over plain HTTP ([`crate::boot`]).
     pub boot: Option<crate::boot::BootConfig>,
+    /// How conversions run ([`crate::conversion`]).
+    pub conversion: crate::conversion::ConversionConfig,
 }
 
 impl ServeConfig {
@@ -99,6 +101,7 @@ impl ServeConfig {
             advertise: Vec::new(),
             limits: Limits::default(),
             boot: None,
+            conversion: Default::default(),
         }
     }
 }
@@ -162,7 +165,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, Error> {
         committer,
         &admin_token,
         config.limits,
+        config.conversion.clone(),
     ));
+    crate::conversion::recover_interrupted(data.root());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let boot_addr = match &config.boot {
         Some(boot) => {

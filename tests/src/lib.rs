@@ -583,6 +583,7 @@ pub fn boot_image() -> &'static Path {
         let musl = target_dir().join("x86_64-unknown-linux-musl/release");
         let init = musl.join("p2v-init");
         let agent = musl.join("p2v-capture");
+        let converter = musl.join("p2v-convert");
         let builder = find_bin("p2v-image", &["release", "debug"]);
         assert!(
             init.exists(),
@@ -596,7 +597,7 @@ pub fn boot_image() -> &'static Path {
         for p in kernels
             .iter()
             .filter(|p| p.to_string_lossy().contains("vmlinuz"))
-            .chain([&init, &agent, &builder])
+            .chain([&init, &agent, &converter, &builder])
         {
             let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             key.push_str(&format!(
@@ -619,6 +620,8 @@ pub fn boot_image() -> &'static Path {
             .arg(&init)
             .arg("--agent")
             .arg(&agent)
+            .arg("--converter")
+            .arg(&converter)
             .stdin(Stdio::null())
             .output()
             .expect("running p2v-image");
