@@ -1020,14 +1020,23 @@ mod tests {
     }
 
     #[test]
-    fn export_query() {
+    fn export_queries() {
         assert_eq!(
-            export_format(Some("format=vhd")).unwrap(),
-            ExportFormat::Vhd
+            export_query(Some("format=vhd")).unwrap(),
+            (ExportFormat::Vhd, false)
         );
-        assert!(export_format(None).is_err());
-        assert!(export_format(Some("format=iso")).is_err());
-        assert!(export_format(Some("format=raw&x=1")).is_err());
+        assert_eq!(
+            export_query(Some("format=raw&variant=converted")).unwrap(),
+            (ExportFormat::Raw, true)
+        );
+        assert!(export_query(None).is_err());
+        assert!(export_query(Some("format=iso")).is_err());
+        assert!(export_query(Some("format=raw&x=1")).is_err());
+        assert!(export_query(Some("format=raw&variant=better")).is_err());
+        assert!(matches!(
+            Route::resolve("/v1/machines/m-0000000000000001/conversion"),
+            Some(Route::MachineConversion("m-0000000000000001"))
+        ));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use p2v_protocol::api::ExportFormat;
-use p2v_protocol::DiskId;
+use p2v_protocol::{DiskId, MachineId};
 use p2v_server::operator::{self, Operator};
 use tracing_subscriber::EnvFilter;
 
@@ -47,6 +47,16 @@ enum Command {
         /// Extra kernel arguments in the iPXE script (e.g. "p2v.post=stay p2v.debug").
         #[arg(long, default_value = "")]
         boot_args: String,
+        /// Directory with the live image's vmlinuz and initrd.img used as the conversion
+        /// appliance (default: --boot-dir).
+        #[arg(long)]
+        appliance_dir: Option<PathBuf>,
+        /// The p2v-convert binary for `convert --direct` (default: beside p2v-server).
+        #[arg(long)]
+        converter: Option<PathBuf>,
+        /// Stop a conversion that takes longer (e.g. 30m, 2h).
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        conversion_timeout: std::time::Duration,
         /// Testing only: treat the first N chunk uploads as corrupted in transit (422).
         #[arg(long, hide = true, default_value_t = 0)]
         inject_corrupt_chunks: u32,
@@ -83,10 +93,64 @@ enum Command {
         /// raw, qcow2, vmdk (streamOptimized), vhdx or vhd (fixed, for Azure).
         #[arg(long, default_value = "qcow2")]
         format: ExportFormat,
+        /// The disk as the machine's last conversion left it, instead of as captured.
+        #[arg(long)]
+        converted: bool,
         /// Where to write the image.
         #[arg(long)]
         output: PathBuf,
     },
+    /// List the target hardware profiles for `convert`.
+    Profiles {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert a captured machine so that it boots on virtual hardware: inspect the guest,
+    /// plan the changes (printed), apply them in the conversion appliance VM; waits for the end.
+    Convert {
+        /// The machine (`m-...`, from `p2v-server machines`).
+        machine: MachineId,
+        /// Target profile (`p2v-server profiles`).
+        #[arg(long, default_value = "virtio")]
+        profile: String,
+        /// Inspect and print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Mount the guest on this host instead of in the appliance VM (trusted sources only).
+        #[arg(long)]
+        direct: bool,
+        /// vCPUs (default: the physical machine's threads).
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory in MiB (default: the physical machine's).
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        /// bios or uefi (default: what the machine booted with).
+        #[arg(long, value_parser = parse_firmware)]
+        firmware: Option<p2v_protocol::inventory::FirmwareKind>,
+        /// Give the VM new MACs instead of the physical NICs' ones.
+        #[arg(long)]
+        new_macs: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the latest conversion of a machine (report, plan, changes).
+    Conversion {
+        machine: MachineId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_firmware(s: &str) -> Result<p2v_protocol::inventory::FirmwareKind, String> {
+    match s {
+        "bios" => Ok(p2v_protocol::inventory::FirmwareKind::Bios),
+        "uefi" => Ok(p2v_protocol::inventory::FirmwareKind::Uefi),
+        _ => Err(format!("{s:?}: expected bios or uefi")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,9 +208,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             boot_listen,
             boot_dir,
             boot_args,
+            appliance_dir,
+            converter,
+            conversion_timeout,
             inject_corrupt_chunks,
         } => {
             let mut config = p2v_server::ServeConfig::new(&data_dir, listen);
+            config.conversion.appliance_dir = appliance_dir.or_else(|| boot_dir.clone());
+            if let Some(c) = converter {
+                config.conversion.converter = c;
+            }
+            config.conversion.timeout = conversion_timeout;
             config.advertise = advertise;
             config.limits.inject_corrupt_chunks = inject_corrupt_chunks;
             if let (Some(listen), Some(dir)) = (boot_listen, boot_dir) {
@@ -211,13 +283,86 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", operator::render_sessions(&sessions));
             }
         }
+        Command::Profiles { json } => {
+            let profiles = p2v_convert::profile::builtin_profiles();
+            if json {
+                print_json(&profiles)?;
+            } else {
+                for p in profiles {
+                    println!(
+                        "{:<12} disk {:<12} nic {:<11} {}",
+                        p.name,
+                        format!("{:?}", p.disk_bus),
+                        format!("{:?}", p.nic_model),
+                        p.description
+                    );
+                }
+            }
+        }
+        Command::Convert {
+            machine,
+            profile,
+            dry_run,
+            direct,
+            cpus,
+            memory_mib,
+            firmware,
+            new_macs,
+            no_wait,
+            json,
+        } => {
+            let mut op = operator(&data_dir)?;
+            let request = p2v_protocol::api::ConvertRequest {
+                profile,
+                dry_run,
+                direct,
+                cpus,
+                memory_mib,
+                firmware,
+                keep_macs: new_macs.then_some(false),
+            };
+            let mut status = op
+                .convert(machine, &request)
+                .await
+                .with_context(|| format!("starting the conversion of {machine}"))?;
+            if !no_wait {
+                eprintln!("converting {machine} (profile {})...", request.profile);
+                status = op
+                    .wait_conversion(machine)
+                    .await
+                    .with_context(|| format!("waiting for the conversion of {machine}"))?;
+            }
+            if json {
+                print_json(&status)?;
+            } else {
+                print!("{}", operator::render_conversion(&status));
+            }
+            if status.state == p2v_protocol::api::ConversionState::Failed {
+                anyhow::bail!(
+                    "the conversion of {machine} failed: {}",
+                    status.error.as_deref().unwrap_or("see above")
+                );
+            }
+        }
+        Command::Conversion { machine, json } => {
+            let status = operator(&data_dir)?
+                .conversion(machine)
+                .await
+                .with_context(|| format!("reading the conversion of {machine}"))?;
+            if json {
+                print_json(&status)?;
+            } else {
+                print!("{}", operator::render_conversion(&status));
+            }
+        }
         Command::Export {
             disk,
             format,
+            converted,
             output,
         } => {
             let bytes = operator(&data_dir)?
-                .export(disk, format, &output)
+                .export(disk, format, converted, &output)
                 .await
                 .with_context(|| {
                     format!(

@@ -15,8 +15,8 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use p2v_protocol::api::{
-    paths, CreateToken, DiskSummary, ErrorBody, ExportFormat, MachineSummary, SessionSummary,
-    TokenCreated,
+    paths, ConversionState, ConversionStatus, ConvertRequest, CreateToken, DiskSummary, ErrorBody,
+    ExportFormat, MachineSummary, SessionSummary, TokenCreated,
 };
 use p2v_protocol::{DiskId, MachineId};
 use p2v_transport::{
@@ -129,12 +129,41 @@ impl Operator {
         .await
     }
 
+    /// Starts a conversion of `machine`.
+    pub async fn convert(
+        &mut self,
+        machine: MachineId,
+        request: &ConvertRequest,
+    ) -> Result<ConversionStatus, Error> {
+        self.post(&paths::machine_conversion(machine), request)
+            .await
+    }
+
+    /// The latest conversion of `machine`.
+    pub async fn conversion(&mut self, machine: MachineId) -> Result<ConversionStatus, Error> {
+        self.call(Method::GET, &paths::machine_conversion(machine), None)
+            .await
+    }
+
+    /// Polls the conversion of `machine` until it is no longer running.
+    pub async fn wait_conversion(&mut self, machine: MachineId) -> Result<ConversionStatus, Error> {
+        loop {
+            let status = self.conversion(machine).await?;
+            if status.state != ConversionState::Running {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Downloads the export of `disk` in `format` to `output` (through a temporary file beside
-    /// it, renamed when the whole image arrived). Returns the number of bytes written.
+    /// it, renamed when the whole image arrived): the captured disk, or with `converted` the
+    /// disk as the machine's last successful conversion left it. Returns the bytes written.
     pub async fn export(
         &self,
         disk: DiskId,
         format: ExportFormat,
+        converted: bool,
         output: &Path,
     ) -> Result<u64, Error> {
         let addr = self.url.authority();
@@ -177,7 +206,12 @@ impl Operator {
                 tracing::debug!("export connection closed: {e}");
             }
         });
-        let request = Request::get(paths::disk_export(disk, format))
+        let path = if converted {
+            paths::disk_export_converted(disk, format)
+        } else {
+            paths::disk_export(disk, format)
+        };
+        let request = Request::get(path)
             .header(http::header::HOST, &addr)
             .header(
                 http::header::AUTHORIZATION,
@@ -387,6 +421,130 @@ pub fn render_machines(machines: &[MachineSummary]) -> String {
 }
 
 /// `p2v-server sessions`.
+/// The plan, one numbered change per line with its reason, and what became of it.
+pub fn render_plan(
+    plan: &p2v_convert::plan::Plan,
+    applied: &[p2v_convert::apply::AppliedChange],
+    dry_run: bool,
+) -> String {
+    use p2v_convert::plan::Change;
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "plan: {} change(s){}",
+        plan.changes.len(),
+        if dry_run {
+            ", not applied (dry run)"
+        } else {
+            ""
+        }
+    );
+    for (i, change) in plan.changes.iter().enumerate() {
+        let what = match change {
+            Change::EditLines { path, edits, .. } => {
+                let mut s = format!("edit {path}");
+                for e in edits {
+                    let _ = write!(
+                        s,
+                        "\n       line {}: {:?} -> {:?}",
+                        e.line, e.before, e.after
+                    );
+                }
+                s
+            }
+            Change::AppendLines { path, lines, .. } => {
+                format!("append to {path}: {}", lines.join(" | "))
+            }
+            Change::WriteFile { path, .. } => format!("write {path}"),
+            Change::MaskUnit { unit, .. } => format!("mask {unit}"),
+            Change::RebuildInitramfs {
+                tool,
+                kernel,
+                image,
+                drivers,
+                ..
+            } => format!(
+                "rebuild {image} for {kernel} with {tool:?} (drivers {})",
+                drivers.join(", ")
+            ),
+        };
+        let outcome = match applied.iter().find(|a| a.change == i) {
+            Some(a) if a.ok => "  [done]".to_string(),
+            Some(a) => format!("  [FAILED: {}]", a.detail),
+            None if dry_run => String::new(),
+            None => "  [not applied]".to_string(),
+        };
+        let _ = writeln!(out, "  {:>2}. {what}{outcome}", i + 1);
+        let _ = writeln!(out, "      why: {}", change.reason());
+    }
+    for b in &plan.blockers {
+        let _ = writeln!(out, "  blocker: {b}");
+    }
+    for n in &plan.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    out
+}
+
+/// A conversion for the operator: state, timings, what was found, the plan and what was done.
+pub fn render_conversion(status: &ConversionStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let state = match status.state {
+        ConversionState::Running => "running",
+        ConversionState::Succeeded => "succeeded",
+        ConversionState::Failed => "FAILED",
+    };
+    let _ = writeln!(
+        out,
+        "conversion of {} to profile {}{}{}: {state}",
+        status.machine_id,
+        status.profile,
+        if status.dry_run { " (dry run)" } else { "" },
+        if status.direct {
+            " (direct, on the host)"
+        } else {
+            " (appliance VM)"
+        }
+    );
+    if let Some(ms) = status.appliance_start_ms {
+        let _ = writeln!(out, "appliance started in {:.1} s", ms as f64 / 1000.0);
+    }
+    if let Some(ms) = status.wall_ms {
+        let _ = writeln!(out, "took {:.1} s", ms as f64 / 1000.0);
+    }
+    if let Some(e) = &status.error {
+        let _ = writeln!(out, "error: {e}");
+    }
+    let report = status
+        .report
+        .as_ref()
+        .and_then(|r| serde_json::from_value::<p2v_convert::job::ConversionReport>(r.clone()).ok());
+    if let Some(report) = &report {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            serde_json::to_string_pretty(&report.inspection).unwrap_or_default()
+        );
+        out.push('\n');
+        out.push_str(&render_plan(&report.plan, &report.applied, report.dry_run));
+        for w in &report.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
+        for e in &report.errors {
+            let _ = writeln!(out, "error: {e}");
+        }
+    }
+    if !status.console_tail.is_empty() {
+        let _ = writeln!(out, "\nlast lines of the appliance console:");
+        for l in &status.console_tail {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
+    out
+}
+
 pub fn render_sessions(sessions: &[SessionSummary]) -> String {
     let rows: Vec<Vec<String>> = sessions
         .iter()

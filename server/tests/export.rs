@@ -90,7 +90,7 @@ async fn exports_match_the_source() {
         ExportFormat::Raw,
     ] {
         let out = tmp.path().join(format!("out.{}", format.as_str()));
-        let bytes = operator.export(disk, format, &out).await.unwrap();
+        let bytes = operator.export(disk, format, false, &out).await.unwrap();
         assert_eq!(bytes, std::fs::metadata(&out).unwrap().len());
         assert_eq!(
             virtual_size(&out, format.qemu_format()),
@@ -106,7 +106,7 @@ async fn exports_match_the_source() {
     // vhd: fixed, rounded up to a whole MiB, and the same bytes followed by zeros.
     let vhd = tmp.path().join("out.vhd");
     operator
-        .export(disk, ExportFormat::Vhd, &vhd)
+        .export(disk, ExportFormat::Vhd, false, &vhd)
         .await
         .unwrap();
     let rounded = (source.len() as u64).div_ceil(1 << 20) << 20;
@@ -138,7 +138,7 @@ async fn exports_match_the_source() {
         .modified()
         .unwrap();
     operator
-        .export(disk, ExportFormat::Qcow2, &qcow2)
+        .export(disk, ExportFormat::Qcow2, false, &qcow2)
         .await
         .unwrap();
     let after = std::fs::metadata(exports.join(format!("{disk}.qcow2")))
@@ -176,7 +176,7 @@ async fn exports_need_a_complete_disk() {
     .unwrap();
     let out = tmp.path().join("never.qcow2");
     let err = operator
-        .export(disk, ExportFormat::Qcow2, &out)
+        .export(disk, ExportFormat::Qcow2, false, &out)
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
