@@ -130,15 +130,114 @@ fn nics(sys: &Path) -> Vec<Nic> {
         .filter_map(|(name, dir)| {
             let mac = read_attr(dir.join("address"))?;
             let speed = read_number::<i64>(dir.join("speed")).filter(|s| *s > 0);
+            let pci_address =
+                link_name(dir.join("device")).filter(|a| parse_pci_address(a).is_some());
+            let predictable_name = pci_address.as_deref().and_then(|addr| {
+                let dev = sys.join("bus/pci/devices").join(addr);
+                let slots = list_dir(sys.join("bus/pci/slots"))
+                    .into_iter()
+                    .filter_map(|(slot, d)| Some((slot, read_attr(d.join("address"))?)))
+                    .collect::<Vec<_>>();
+                // Byte 0x0e of the config space: bit 7 = multi-function device.
+                let multifunction = std::fs::read(dev.join("config"))
+                    .ok()
+                    .and_then(|c| c.get(0x0e).copied())
+                    .is_some_and(|b| b & 0x80 != 0);
+                predictable_name(&PciNaming {
+                    address: addr,
+                    acpi_index: read_number(dir.join("device/acpi_index")),
+                    smbios_index: read_number(dir.join("device/index")),
+                    dev_port: read_number(dir.join("dev_port")),
+                    multifunction,
+                    slots: &slots,
+                })
+            });
             Some(Nic {
                 name,
                 mac,
                 driver: link_name(dir.join("device/driver")),
                 speed_mbps: speed.and_then(|s| u32::try_from(s).ok()),
                 link: read_number::<u8>(dir.join("carrier")) == Some(1),
+                pci_address,
+                predictable_name,
             })
         })
         .collect()
+}
+
+/// `DDDD:BB:SS.F` → (domain, bus, slot, function).
+fn parse_pci_address(address: &str) -> Option<(u32, u32, u32, u32)> {
+    let (domain, rest) = address.split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (slot, function) = rest.split_once('.')?;
+    Some((
+        u32::from_str_radix(domain, 16).ok()?,
+        u32::from_str_radix(bus, 16).ok()?,
+        u32::from_str_radix(slot, 16).ok()?,
+        u32::from_str_radix(function, 16).ok()?,
+    ))
+}
+
+/// What systemd-udevd's `net_id` looks at for a PCI NIC.
+#[derive(Debug)]
+pub struct PciNaming<'a> {
+    /// `0000:00:05.0`.
+    pub address: &'a str,
+    /// `device/acpi_index` (ACPI `_DSM`), the firmware's onboard index.
+    pub acpi_index: Option<u32>,
+    /// `device/index` (SMBIOS type 41), used when there is no ACPI index.
+    pub smbios_index: Option<u32>,
+    /// `dev_port` of the interface (ports of one PCI function).
+    pub dev_port: Option<u32>,
+    pub multifunction: bool,
+    /// `/sys/bus/pci/slots/<name>/address` pairs (`("5", "0000:00:05")`).
+    pub slots: &'a [(String, String)],
+}
+
+/// The name systemd's default policy (`NamePolicy=keep kernel database onboard slot path`)
+/// gives a PCI NIC: `eno<index>` from the firmware's onboard index, else `ens<slot>` for a
+/// hotplug slot the firmware numbers, else `enp<bus>s<slot>` from the PCI path; function
+/// (`f<n>`, when non-zero or the device is multi-function) and port (`d<n>`) suffixes as
+/// systemd adds them, `P<domain>` prefix for domains other than 0. Pure: the caller reads sysfs.
+pub fn predictable_name(n: &PciNaming) -> Option<String> {
+    let (domain, bus, slot, function) = parse_pci_address(n.address)?;
+    let suffix = {
+        let mut s = String::new();
+        if function > 0 || n.multifunction {
+            s += &format!("f{function}");
+        }
+        if let Some(port) = n.dev_port.filter(|p| *p > 0) {
+            s += &format!("d{port}");
+        }
+        s
+    };
+    // Onboard: an index from the firmware (systemd ignores ones above 16383).
+    if let Some(index) = n
+        .acpi_index
+        .or(n.smbios_index)
+        .filter(|i| *i > 0 && *i <= 16383)
+    {
+        let port = n
+            .dev_port
+            .filter(|p| *p > 0)
+            .map(|p| format!("d{p}"))
+            .unwrap_or_default();
+        return Some(format!("eno{index}{port}"));
+    }
+    let prefix = if domain > 0 {
+        format!("P{domain}")
+    } else {
+        String::new()
+    };
+    let slot_address = format!("{domain:04x}:{bus:02x}:{slot:02x}");
+    if let Some((name, _)) = n
+        .slots
+        .iter()
+        .find(|(name, addr)| addr == &slot_address && name.parse::<u32>().is_ok())
+    {
+        return Some(format!("en{prefix}s{name}{suffix}"));
+    }
+    Some(format!("en{prefix}p{bus}s{slot}{suffix}"))
 }
 
 /// A key that names this machine across runs of the agent: the DMI UUID and serial when the
@@ -159,6 +258,101 @@ pub fn machine_key(inventory: &Inventory) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn predictable_names_follow_systemd_policy() {
+        let slots = vec![("5".to_string(), "0000:00:05".to_string())];
+        let base = PciNaming {
+            address: "0000:00:05.0",
+            acpi_index: None,
+            smbios_index: None,
+            dev_port: None,
+            multifunction: false,
+            slots: &slots,
+        };
+        let cases: Vec<(PciNaming, &str)> = vec![
+            (PciNaming { ..base }, "ens5"),
+            (PciNaming { slots: &[], ..base }, "enp0s5"),
+            (
+                PciNaming {
+                    acpi_index: Some(1),
+                    ..base
+                },
+                "eno1",
+            ),
+            (
+                PciNaming {
+                    smbios_index: Some(2),
+                    ..base
+                },
+                "eno2",
+            ),
+            (
+                PciNaming {
+                    acpi_index: Some(20000),
+                    slots: &[],
+                    ..base
+                },
+                "enp0s5",
+            ),
+            (
+                PciNaming {
+                    address: "0000:03:00.1",
+                    slots: &[],
+                    ..base
+                },
+                "enp3s0f1",
+            ),
+            (
+                PciNaming {
+                    address: "0000:03:00.0",
+                    multifunction: true,
+                    slots: &[],
+                    ..base
+                },
+                "enp3s0f0",
+            ),
+            (
+                PciNaming {
+                    address: "0000:03:00.0",
+                    dev_port: Some(1),
+                    slots: &[],
+                    ..base
+                },
+                "enp3s0d1",
+            ),
+            (
+                PciNaming {
+                    address: "0001:00:05.0",
+                    slots: &[],
+                    ..base
+                },
+                "enP1p0s5",
+            ),
+            (
+                PciNaming {
+                    address: "0000:00:1f.6",
+                    slots: &[],
+                    ..base
+                },
+                "enp0s31f6",
+            ),
+        ];
+        for (naming, want) in cases {
+            assert_eq!(
+                predictable_name(&naming).as_deref(),
+                Some(want),
+                "{naming:?}"
+            );
+        }
+        assert_eq!(
+            predictable_name(&PciNaming {
+                address: "usb-1",
+                ..base
+            }),
+            None
+        );
+    }
 
     #[test]
     fn cpuinfo_two_sockets_hyperthreaded() {

@@ -141,8 +141,13 @@ pub struct VmNic {
     /// MAC address (by default the physical NIC's, so DHCP reservations and licences follow).
     pub mac: String,
     pub model: NicModel,
-    /// The interface name on the physical machine, which the guest keeps.
+    /// The interface name on the physical machine, which the guest keeps: systemd's
+    /// predictable name there (`ens5`), else the kernel's.
     pub original_name: Option<String>,
+    /// The kernel's name for it on the physical machine (`eth0`), for guests booted with
+    /// `net.ifnames=0`.
+    #[serde(default)]
+    pub kernel_name: Option<String>,
 }
 
 /// The resolved virtual machine.
@@ -229,7 +234,12 @@ pub fn resolve(
                         generated_mac(name, i)
                     },
                     model: profile.nic_model,
-                    original_name: Some(n.name.clone()),
+                    // The name the installed guest knew it by (systemd's predictable name),
+                    // not the live image's kernel name.
+                    original_name: Some(
+                        n.predictable_name.clone().unwrap_or_else(|| n.name.clone()),
+                    ),
+                    kernel_name: Some(n.name.clone()),
                 })
                 .collect()
         })

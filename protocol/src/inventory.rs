@@ -70,6 +70,14 @@ pub struct Nic {
     pub speed_mbps: Option<u32>,
     /// Carrier present.
     pub link: bool,
+    /// PCI address of the NIC (`0000:00:05.0`), when it is a PCI device.
+    #[serde(default)]
+    pub pci_address: Option<String>,
+    /// The name systemd-udevd's default naming policy gives this NIC on this machine
+    /// (`eno1`, `ens5`, `enp3s0f1`): what an installed guest calls it, while the live image's
+    /// kernel calls it `eth0`. The conversion keeps this name on the VM's NIC.
+    #[serde(default)]
+    pub predictable_name: Option<String>,
 }
 
 /// Where a captured disk's bytes come from.
