@@ -1,0 +1,1 @@
+//! Initramfs image listing (filled in below).

@@ -1,0 +1,1 @@
+//! modules.dep / modules.builtin (filled in below).
