@@ -83,3 +83,16 @@ pub struct Plan {
     /// Things the operator should know that need no change.
     pub notes: Vec<String>,
 }
+
+/// Computes the plan (pure). Interim: the planning rules are being written; this returns an
+/// empty plan so that callers can be built against the signature.
+pub fn plan(
+    inspection: &crate::inspect::Inspection,
+    vm: &crate::profile::VmSpec,
+    disks: &[crate::job::JobDisk],
+    partitions: &[crate::guest::PartitionInfo],
+    inventory: Option<&p2v_protocol::inventory::Inventory>,
+) -> Plan {
+    let _ = (inspection, vm, disks, partitions, inventory);
+    Plan::default()
+}

@@ -132,6 +132,21 @@ pub struct VmDisk {
     /// The image file the descriptor names (filled by the export; a bare name in OVF).
     #[serde(default)]
     pub file: Option<String>,
+    /// The image format of `file`; `None`: from its extension (`.qcow2`, `.raw`/`.img`, `.vmdk`).
+    #[serde(default)]
+    pub format: Option<DiskFormat>,
+    /// Size of `file` in bytes once written (the OVF `References` size; omitted when unknown).
+    #[serde(default)]
+    pub file_bytes: Option<u64>,
+}
+
+/// Image formats a descriptor can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+    Vmdk,
 }
 
 /// One NIC of the VM.
@@ -258,6 +273,8 @@ pub fn resolve(
                 size_bytes: *size,
                 bus: profile.disk_bus,
                 file: None,
+                format: None,
+                file_bytes: None,
             })
             .collect(),
         nics,

@@ -1,1 +1,0 @@
-//! Placeholder: libvirt XML and OVF (filled in by the descriptor work).
