@@ -100,6 +100,30 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Export a converted machine: its disks and a libvirt domain XML naming them.
+    ExportVm {
+        machine: MachineId,
+        /// qcow2, raw or vmdk.
+        #[arg(long, default_value = "qcow2")]
+        format: ExportFormat,
+        /// Directory to write into.
+        #[arg(long)]
+        output: PathBuf,
+        /// Where the NICs attach: user, network:NAME or bridge:NAME.
+        #[arg(long, default_value = "user", value_parser = parse_network)]
+        network: p2v_convert::descriptor::NetworkAttachment,
+        /// kvm, or qemu for hosts without hardware virtualisation.
+        #[arg(long, default_value = "kvm", value_parser = parse_domain_type)]
+        domain_type: p2v_convert::descriptor::DomainType,
+        /// vnc or none.
+        #[arg(long, default_value = "vnc", value_parser = parse_graphics)]
+        graphics: p2v_convert::descriptor::Graphics,
+        /// Log the serial console to this file instead of a pty.
+        #[arg(long)]
+        serial_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the target hardware profiles for `convert`.
     Profiles {
         #[arg(long)]
@@ -143,6 +167,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_network(s: &str) -> Result<p2v_convert::descriptor::NetworkAttachment, String> {
+    use p2v_convert::descriptor::NetworkAttachment;
+    match s.split_once(':') {
+        None if s == "user" => Ok(NetworkAttachment::User),
+        Some(("network", n)) if !n.is_empty() => Ok(NetworkAttachment::Network(n.into())),
+        Some(("bridge", n)) if !n.is_empty() => Ok(NetworkAttachment::Bridge(n.into())),
+        _ => Err(format!("{s:?}: expected user, network:NAME or bridge:NAME")),
+    }
+}
+
+fn parse_domain_type(s: &str) -> Result<p2v_convert::descriptor::DomainType, String> {
+    match s {
+        "kvm" => Ok(p2v_convert::descriptor::DomainType::Kvm),
+        "qemu" => Ok(p2v_convert::descriptor::DomainType::Qemu),
+        _ => Err(format!("{s:?}: expected kvm or qemu")),
+    }
+}
+
+fn parse_graphics(s: &str) -> Result<p2v_convert::descriptor::Graphics, String> {
+    match s {
+        "vnc" => Ok(p2v_convert::descriptor::Graphics::Vnc),
+        "none" => Ok(p2v_convert::descriptor::Graphics::None),
+        _ => Err(format!("{s:?}: expected vnc or none")),
+    }
 }
 
 fn parse_firmware(s: &str) -> Result<p2v_protocol::inventory::FirmwareKind, String> {
@@ -281,6 +331,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_json(&sessions)?;
             } else {
                 print!("{}", operator::render_sessions(&sessions));
+            }
+        }
+        Command::ExportVm {
+            machine,
+            format,
+            output,
+            network,
+            domain_type,
+            graphics,
+            serial_file,
+            json,
+        } => {
+            let serial = match serial_file {
+                Some(f) => p2v_convert::descriptor::SerialConsole::File(
+                    std::path::absolute(&f)
+                        .with_context(|| format!("resolving {}", f.display()))?
+                        .display()
+                        .to_string(),
+                ),
+                None => p2v_convert::descriptor::SerialConsole::Pty,
+            };
+            let options = p2v_convert::descriptor::LibvirtOptions {
+                domain_type,
+                network,
+                graphics,
+                serial,
+                ..Default::default()
+            };
+            let exported = operator(&data_dir)?
+                .export_vm(machine, format, &output, &options)
+                .await
+                .with_context(|| format!("exporting the VM of {machine}"))?;
+            if json {
+                print_json(&exported)?;
+            } else {
+                for d in &exported.disks {
+                    println!("disk     {}", d.display());
+                }
+                println!(
+                    "libvirt  {}  (virsh define it)",
+                    exported.libvirt_xml.display()
+                );
             }
         }
         Command::Profiles { json } => {

@@ -288,6 +288,96 @@ impl Operator {
     }
 }
 
+/// What `export-vm` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedVm {
+    pub disks: Vec<std::path::PathBuf>,
+    pub libvirt_xml: std::path::PathBuf,
+}
+
+/// A file-name-safe form of a VM name.
+fn file_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("vm{s}")
+    } else {
+        s
+    }
+}
+
+impl Operator {
+    /// Exports a converted machine into `dir`: each converted disk (`NAME-diskN.EXT`) and the
+    /// libvirt domain XML (`NAME.xml`) that names them by absolute path.
+    pub async fn export_vm(
+        &mut self,
+        machine: MachineId,
+        format: ExportFormat,
+        dir: &Path,
+        libvirt: &p2v_convert::descriptor::LibvirtOptions,
+    ) -> Result<ExportedVm, Error> {
+        use p2v_convert::profile::{DiskFormat, VmSpec};
+        let status = self.conversion(machine).await?;
+        if status.state != ConversionState::Succeeded || status.dry_run {
+            return Err(Error::Conflict(format!(
+                "machine {machine} has no successful conversion (latest: {:?}{}); run `p2v-server convert {machine}`",
+                status.state,
+                if status.dry_run { ", dry run" } else { "" }
+            )));
+        }
+        let disk_format = match format {
+            ExportFormat::Qcow2 => DiskFormat::Qcow2,
+            ExportFormat::Raw => DiskFormat::Raw,
+            ExportFormat::Vmdk => DiskFormat::Vmdk,
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "export-vm writes qcow2, raw or vmdk disks (not {})",
+                    other.as_str()
+                )))
+            }
+        };
+        let mut vm: VmSpec =
+            serde_json::from_value(status.vm.clone()).map_err(|source| Error::Decode {
+                what: "the conversion's VM".into(),
+                source,
+            })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let dir = std::path::absolute(dir)
+            .map_err(|e| Error::io(format!("resolving {}", dir.display()), e))?;
+        let stem = file_stem(&vm.name);
+        let mut disks = Vec::new();
+        for d in &status.disks {
+            let path = dir.join(format!("{stem}-disk{}.{}", d.index, format.as_str()));
+            let bytes = self.export(d.disk_id, format, true, &path).await?;
+            if let Some(spec) = vm.disks.get_mut(d.index) {
+                spec.file = Some(path.display().to_string());
+                spec.format = Some(disk_format);
+                spec.file_bytes = Some(bytes);
+            }
+            disks.push(path);
+        }
+        let mut options = libvirt.clone();
+        if options.uuid.is_none() {
+            options.uuid = Some(p2v_convert::descriptor::stable_uuid(&machine.to_string()));
+        }
+        let xml = p2v_convert::descriptor::libvirt_domain_xml(&vm, &options)
+            .map_err(|e| Error::BadRequest(format!("the libvirt domain: {e}")))?;
+        let libvirt_xml = dir.join(format!("{stem}.xml"));
+        crate::datadir::write_file_atomic(&libvirt_xml, xml.as_bytes(), 0o644)?;
+        Ok(ExportedVm { disks, libvirt_xml })
+    }
+}
+
 /// The error of a non-2xx answer, from its `ErrorBody` when it has one.
 fn api_error(status: StatusCode, body: &[u8]) -> Error {
     match serde_json::from_slice::<ErrorBody>(body) {
@@ -525,7 +615,7 @@ pub fn render_conversion(status: &ConversionStatus) -> String {
         let _ = writeln!(
             out,
             "\n{}",
-            serde_json::to_string_pretty(&report.inspection).unwrap_or_default()
+            p2v_convert::inspect::render(&report.inspection).trim_end()
         );
         out.push('\n');
         out.push_str(&render_plan(&report.plan, &report.applied, report.dry_run));

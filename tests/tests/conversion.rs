@@ -440,3 +440,130 @@ fn ensure_libvirtd() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// A guest disk with hostile files: an os-release of random bytes over the size limit, an fstab
+/// of garbage and one huge line, a hostname that is a symlink out of the guest root. Made with
+/// `mkfs.ext4 -d` into the partition of a small MBR disk.
+fn hostile_disk(work: &Path) -> PathBuf {
+    let tree = work.join("tree");
+    let etc = tree.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let mut noise = vec![0u8; 3 << 20];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(etc.join("os-release"), &noise).unwrap();
+    let mut fstab = String::from("# hostile\n/dev/sda1 / ext4 defaults 0 1\nUUID=\"\" \\ \\\\ \x01\x02 zz\n");
+    fstab.push_str(&"x".repeat(2 << 20));
+    std::fs::write(etc.join("fstab"), fstab).unwrap();
+    std::os::unix::fs::symlink("/../../../../../etc/shadow", etc.join("hostname")).unwrap();
+    std::fs::create_dir_all(tree.join("boot/grub")).unwrap();
+    std::fs::write(
+        tree.join("boot/grub/grub.cfg"),
+        "menuentry x {\n linux /vmlinuz root=/dev/sda1 ro \"unterminated\n}\n",
+    )
+    .unwrap();
+    let part = work.join("part.ext4");
+    run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-d",
+            tree.to_str().unwrap(),
+            part.to_str().unwrap(),
+            "48M",
+        ],
+    )
+    .unwrap();
+    let disk = work.join("hostile.raw");
+    run("truncate", &["-s", "64M", disk.to_str().unwrap()]).unwrap();
+    let script = "label: dos\nstart=2048, type=83\n";
+    let mut child = std::process::Command::new("sfdisk")
+        .arg("-q")
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    run(
+        "dd",
+        &[
+            &format!("if={}", part.display()),
+            &format!("of={}", disk.display()),
+            "bs=1M",
+            "seek=1",
+            "conv=notrunc",
+            "status=none",
+        ],
+    )
+    .unwrap();
+    disk
+}
+
+#[test]
+fn hostile_guest_files_are_reported_not_trusted() {
+    let work = TempDir::new().unwrap();
+    let w = work.path();
+    let server = server_with_appliance(&w.join("data"));
+    let token = server.create_token().unwrap();
+
+    // Bad requests first: an unknown machine and an unknown profile are explained.
+    let unknown = server.operator(&["convert", "m-0123456789abcdef", "--dry-run"]);
+    assert!(
+        unknown.is_err_and(|e| format!("{e:#}").contains("unknown machine")),
+        "unknown machine"
+    );
+
+    let disk = hostile_disk(w);
+    let report = capture_json(&server, &token, &disk, &[]);
+    let machine = report["machine_id"].as_str().unwrap().to_string();
+    let bad_profile = server.operator(&["convert", &machine, "--profile", "vmware"]);
+    assert!(
+        bad_profile.is_err_and(|e| format!("{e:#}").contains("virtio-scsi")),
+        "an unknown profile lists the known ones"
+    );
+
+    let status = convert_allowing_failure(&server, &machine);
+    let report = status
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("no report: {status:#?}"));
+    let inspection = &report["inspection"];
+    let problems = inspection["problems"].to_string();
+    assert!(problems.contains("/etc/os-release"), "{problems}");
+    assert!(problems.contains("/etc/fstab"), "{problems}");
+    assert!(inspection["os"].is_null(), "{inspection:#}");
+    // The symlink resolved inside the guest (where /etc/shadow does not exist), never to the
+    // server's or the appliance's own file.
+    let host_shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let hostname = inspection["hostname"].as_str().unwrap_or("");
+    assert!(
+        hostname.is_empty() || !host_shadow.contains(hostname),
+        "hostname {hostname:?} came from outside the guest"
+    );
+    // The capture itself is untouched by a dry run and by a failed conversion.
+    let exported = w.join("captured.raw");
+    server
+        .export(
+            &server.disks().unwrap()[0].disk_id.to_string(),
+            "raw",
+            &exported,
+        )
+        .unwrap();
+    assert!(run("cmp", &[disk.to_str().unwrap(), exported.to_str().unwrap()]).is_ok());
+}
+
+/// `convert --dry-run --json`, returning the status whether it succeeded or not.
+fn convert_allowing_failure(server: &Server, machine: &str) -> ConversionStatus {
+    let _ = server.operator(&["convert", machine, "--dry-run"]);
+    let out = server
+        .operator(&["conversion", machine, "--json"])
+        .unwrap();
+    serde_json::from_str(&out).unwrap()
+}

@@ -247,6 +247,7 @@ pub(crate) mod testutil {
                     mac: m.to_string(),
                     model: p.nic_model,
                     original_name: Some(format!("eno{}", i + 1)),
+                    kernel_name: None,
                 })
                 .collect(),
         }
