@@ -8,6 +8,8 @@
 //! - [`plan`]: every change the target needs, with the reason, from inspection + VM.
 //! - [`guest`]: the guest's disks, partitions and file systems, mounted for inspection.
 //! - [`apply`]: carries out the plan on the mounted guest, backing up every file it touches.
+//! - [`run`]: the job runner (partitions, mount, inspect, plan, apply, report), for the
+//!   appliance and for direct mode.
 //! - [`descriptor`]: libvirt domain XML and OVF descriptors of the VM.
 
 pub mod apply;
@@ -18,5 +20,6 @@ pub mod inspect;
 pub mod job;
 pub mod plan;
 pub mod profile;
+pub mod run;
 
 pub use error::Error;

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use p2v_protocol::api::{DiskSummary, MachineSummary, SessionSummary};
 
+pub mod guest;
+
 /// Root of the workspace.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
