@@ -375,6 +375,13 @@ fn debian_guest_is_converted_and_boots_on_virtio() {
 
     // Through libvirt, from the generated XML.
     libvirt_boot(&vm_dir, &w.join("libvirt-console.log"));
+
+    // Direct mode (the guest mounted on the server's host) plans exactly the same changes from
+    // the same capture, and succeeds too.
+    let direct = convert(&server, &machine, &["--direct"]);
+    assert_eq!(direct.state, ConversionState::Succeeded, "{direct:#?}");
+    assert_eq!(changes(&direct), changes(&done), "direct and appliance plans differ");
+    assert!(direct.appliance_start_ms.is_none());
 }
 
 /// `virsh define` + `start` of the exported domain, waits for the guest's ready line on the
@@ -566,4 +573,93 @@ fn convert_allowing_failure(server: &Server, machine: &str) -> ConversionStatus 
         .operator(&["conversion", machine, "--json"])
         .unwrap();
     serde_json::from_str(&out).unwrap()
+}
+
+/// Benchmark (run by `make bench`, ignored in the test suite): the conversion of the Debian
+/// guest by the server's appliance against `virt-v2v -i disk ... -o local` on the same image,
+/// in the same run, both under TCG. Prints figures; asserts only that both conversions worked.
+#[test]
+#[ignore = "benchmark: make bench"]
+fn bench_conversion_against_virt_v2v() {
+    let work = TempDir::new().unwrap();
+    let w = work.path();
+    let server = server_with_appliance(&w.join("data"));
+    let machine = capture_on_physical_machine(&server, w);
+    let t = Instant::now();
+    let done = convert(&server, &machine, &[]);
+    let p2v_wall = t.elapsed();
+    assert_eq!(done.state, ConversionState::Succeeded, "{done:#?}");
+    let timings = &done.report.as_ref().unwrap()["timings"];
+    eprintln!(
+        "bench-convert p2v: {:.1} s in all (appliance start {:.1} s, inspection {:.1} s, substitution {:.1} s)",
+        p2v_wall.as_secs_f64(),
+        done.appliance_start_ms.unwrap_or(0) as f64 / 1000.0,
+        timings["inspect_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+        timings["apply_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+    );
+    if std::process::Command::new("virt-v2v")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("bench-convert virt-v2v: not installed (scripts/bench.sh installs it); no ratio");
+        return;
+    }
+    let copy = w.join("v2v-source.raw");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            guest_fixture().to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let out = w.join("v2v-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let v2v = |args: &[&str]| {
+        std::process::Command::new(args[0])
+            .args(&args[1..])
+            .env("LIBGUESTFS_BACKEND", "direct")
+            .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Build libguestfs' appliance once first (supermin caches it), as p2v's image is prebuilt.
+    let warm = Instant::now();
+    let _ = v2v(&["libguestfs-test-tool"]);
+    eprintln!(
+        "bench-convert virt-v2v: appliance build (not counted) {:.1} s",
+        warm.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let result = v2v(&[
+        "virt-v2v",
+        "-i",
+        "disk",
+        copy.to_str().unwrap(),
+        "-o",
+        "local",
+        "-os",
+        out.to_str().unwrap(),
+        "-of",
+        "qcow2",
+    ]);
+    let v2v_wall = t.elapsed();
+    assert!(
+        result.status.success(),
+        "virt-v2v failed:\n{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    eprintln!(
+        "bench-convert virt-v2v: {:.1} s in all",
+        v2v_wall.as_secs_f64()
+    );
+    eprintln!(
+        "bench-convert ratio: p2v/virt-v2v wall time {:.2} ({})",
+        p2v_wall.as_secs_f64() / v2v_wall.as_secs_f64(),
+        if p2v_wall < v2v_wall { "p2v faster" } else { "virt-v2v faster" }
+    );
 }
