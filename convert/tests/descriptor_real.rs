@@ -215,21 +215,22 @@ fn libvirtd() -> Result<(), String> {
     if !root {
         return Err("libvirtd is not running and this test is not root".into());
     }
+    // Another test may start the daemon at the same moment: then this `libvirtd -d` fails on
+    // the pid file, and the other one comes up; so wait for a connection either way.
     let out = run(Command::new("libvirtd").arg("-d"));
-    if !out.status.success() {
-        return Err(format!(
-            "libvirtd -d: {} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let started = format!(
+        "libvirtd -d: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match probe() {
             Ok((true, _)) => return Ok(()),
             Ok((false, err)) if Instant::now() > deadline => {
-                return Err(format!("libvirtd started but virsh cannot connect: {err}"))
+                return Err(format!("{started}; virsh cannot connect: {}", err.trim()))
             }
+            Err(e) => return Err(format!("virsh: {e}")),
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
     }
