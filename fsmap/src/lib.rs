@@ -31,6 +31,7 @@ pub mod exfat;
 pub mod ext;
 pub mod extents;
 pub mod fat;
+pub mod identity;
 pub mod lvm;
 pub mod ntfs;
 pub mod swap;

@@ -15,12 +15,14 @@
 //! or a format the target cannot read. Nothing here does I/O.
 
 mod libvirt;
+mod ovf;
 mod xml;
 
 pub use libvirt::{
     libvirt_domain_xml, CpuMode, DomainType, Graphics, LibvirtOptions, LifecycleAction,
     NetworkAttachment, SerialConsole,
 };
+pub use ovf::{ovf_descriptor, ovf_guest_drivers, OvfNicType, OvfOptions, OvfOs, ScsiController};
 
 use sha2::{Digest, Sha256};
 

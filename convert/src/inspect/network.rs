@@ -688,7 +688,9 @@ pub fn parse_udev_rules(text: &str) -> Result<Vec<NetInterface>, Error> {
 mod tests {
     use super::*;
 
-    fn summary(v: &[NetInterface]) -> Vec<(usize, Option<&str>, Option<&str>, Vec<&str>, bool)> {
+    type Summary<'a> = (usize, Option<&'a str>, Option<&'a str>, Vec<&'a str>, bool);
+
+    fn summary(v: &[NetInterface]) -> Vec<Summary<'_>> {
         v.iter()
             .map(|i| {
                 (
@@ -788,7 +790,7 @@ mod tests {
         let nm = "[connection]\nid=Wired\ntype=ethernet\ninterface-name=eno1\n\n[ethernet]\nmac-address=00:1B:21:AA:BB:CC\n\n[ipv4]\nmethod=manual\naddress1=192.0.2.7/24,192.0.2.1\n";
         let i = parse_nm_keyfile(nm).unwrap().unwrap();
         assert_eq!(
-            summary(&[i.clone()]),
+            summary(std::slice::from_ref(&i)),
             vec![(
                 4,
                 Some("eno1"),

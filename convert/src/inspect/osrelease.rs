@@ -102,8 +102,7 @@ pub fn assignments(text: &str, strict: bool) -> Result<Vec<Assignment>, Error> {
         }
         i = j + 1;
         let mut value = String::new();
-        loop {
-            let Some(&c) = chars.get(i) else { break };
+        while let Some(&c) = chars.get(i) {
             match c {
                 '\n' | ' ' | '\t' | ';' => break,
                 '\'' => {
@@ -238,7 +237,14 @@ mod tests {
 
     #[test]
     fn os_release_table() {
-        let cases: &[(&str, &str, Option<&str>, Option<&str>, &[&str])] = &[
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
             (
                 "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n",
                 "debian",
