@@ -100,7 +100,8 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
-    /// Export a converted machine: its disks and a libvirt domain XML naming them.
+    /// Export a converted machine: its disks, a libvirt domain XML naming them, and with
+    /// `--format vmdk` an OVF descriptor for vSphere.
     ExportVm {
         machine: MachineId,
         /// qcow2, raw or vmdk.
@@ -373,6 +374,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "libvirt  {}  (virsh define it)",
                     exported.libvirt_xml.display()
                 );
+                match &exported.ovf {
+                    Some(ovf) => println!("ovf      {}  (import into vSphere)", ovf.display()),
+                    None => {
+                        println!("ovf      not written: vSphere imports VMDK disks (--format vmdk)")
+                    }
+                }
             }
         }
         Command::Profiles { json } => {

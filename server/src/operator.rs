@@ -293,6 +293,8 @@ impl Operator {
 pub struct ExportedVm {
     pub disks: Vec<std::path::PathBuf>,
     pub libvirt_xml: std::path::PathBuf,
+    /// The OVF descriptor, written with VMDK disks only (what vSphere imports).
+    pub ovf: Option<std::path::PathBuf>,
 }
 
 /// A file-name-safe form of a VM name.
@@ -374,7 +376,46 @@ impl Operator {
             .map_err(|e| Error::BadRequest(format!("the libvirt domain: {e}")))?;
         let libvirt_xml = dir.join(format!("{stem}.xml"));
         crate::datadir::write_file_atomic(&libvirt_xml, xml.as_bytes(), 0o644)?;
-        Ok(ExportedVm { disks, libvirt_xml })
+        let ovf = if format == ExportFormat::Vmdk {
+            // OVF names its files relative to the descriptor.
+            let mut bare = vm.clone();
+            for d in &mut bare.disks {
+                d.file = d.file.as_deref().and_then(|f| {
+                    Path::new(f)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                });
+            }
+            let os = status
+                .report
+                .as_ref()
+                .and_then(|r| r["inspection"]["os"].as_object().cloned())
+                .map(|os| {
+                    p2v_convert::descriptor::OvfOs::from_os_release(
+                        os.get("id").and_then(|v| v.as_str()).unwrap_or(""),
+                        os.get("version_id").and_then(|v| v.as_str()),
+                    )
+                })
+                .unwrap_or_default();
+            let text = p2v_convert::descriptor::ovf_descriptor(
+                &bare,
+                &p2v_convert::descriptor::OvfOptions {
+                    os,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| Error::BadRequest(format!("the OVF descriptor: {e}")))?;
+            let path = dir.join(format!("{stem}.ovf"));
+            crate::datadir::write_file_atomic(&path, text.as_bytes(), 0o644)?;
+            Some(path)
+        } else {
+            None
+        };
+        Ok(ExportedVm {
+            disks,
+            libvirt_xml,
+            ovf,
+        })
     }
 }
 

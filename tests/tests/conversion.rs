@@ -305,6 +305,39 @@ fn debian_guest_is_converted_and_boots_on_virtio() {
             w.join("libvirt-console.log").to_str().unwrap(),
         ])
         .unwrap();
+    // For vSphere: streamOptimized VMDK and an OVF that names it, with the VM's hardware.
+    let ovf_dir = w.join("vm-ovf");
+    let listing = server
+        .operator(&[
+            "export-vm",
+            &machine,
+            "--format",
+            "vmdk",
+            "--output",
+            ovf_dir.to_str().unwrap(),
+        ])
+        .unwrap();
+    let ovf_path = std::fs::read_dir(&ovf_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "ovf"))
+        .unwrap_or_else(|| panic!("no OVF written: {listing}"));
+    let ovf = std::fs::read_to_string(&ovf_path).unwrap();
+    let vmdk = std::fs::read_dir(&ovf_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "vmdk"))
+        .expect("a VMDK");
+    let vmdk_name = vmdk.file_name().unwrap().to_str().unwrap();
+    assert!(ovf.contains(&format!("ovf:href=\"{vmdk_name}\"")), "{ovf}");
+    assert!(ovf.contains(PHYSICAL_MAC), "{ovf}");
+    assert!(ovf.contains("debian"), "OS type from the inspection: {ovf}");
+    let info = run("qemu-img", &["info", vmdk.to_str().unwrap()]).unwrap();
+    assert!(info.contains("streamOptimized"), "{info}");
+    std::fs::remove_dir_all(&ovf_dir).unwrap();
+
     let disk = std::fs::read_dir(&vm_dir)
         .unwrap()
         .flatten()
