@@ -115,6 +115,11 @@ fn guest_tree(dir: &Path) -> PathBuf {
 
 /// An MBR disk image: p1 ext4 root from `tree`, p2 swap.
 fn disk_image(dir: &Path, tree: &Path) -> PathBuf {
+    disk_image_with(dir, tree, "dos")
+}
+
+/// The same with a `dos` or `gpt` partition table.
+fn disk_image_with(dir: &Path, tree: &Path, label: &str) -> PathBuf {
     let root = dir.join("root.img");
     let swap = dir.join("swap.img");
     let disk = dir.join("disk.img");
@@ -143,6 +148,13 @@ fn disk_image(dir: &Path, tree: &Path) -> PathBuf {
     let script = format!(
         "label: dos\nlabel-id: 0x5eed0001\nstart={ROOT_START}, size={ROOT_SECTORS}, type=83, bootable\nstart={SWAP_START}, size={SWAP_SECTORS}, type=82\n"
     );
+    let script = if label == "gpt" {
+        format!(
+            "label: gpt\nstart={ROOT_START}, size={ROOT_SECTORS}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\nstart={SWAP_START}, size={SWAP_SECTORS}, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F\n"
+        )
+    } else {
+        script
+    };
     let mut child = Command::new("sfdisk")
         .args(["--quiet", disk.to_str().unwrap()])
         .stdin(std::process::Stdio::piped())
@@ -616,4 +628,50 @@ fn direct_converts_debian12_fixture() {
     }
     sh("e2fsck", &["-fn", part.to_str().unwrap()]);
     assert_no_loops(&disk);
+}
+
+/// The partition reader against sfdisk and blkid, on both table types.
+#[test]
+fn direct_partitions_match_sfdisk_and_blkid() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = guest_tree(dir.path());
+    for label in ["dos", "gpt"] {
+        let sub = dir.path().join(label);
+        std::fs::create_dir_all(&sub).unwrap();
+        let disk = disk_image_with(&sub, &tree, label);
+        let (parts, problems) = p2v_convert::guest::discover(&job(&disk, true).disks);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        for (p, (start, size)) in parts
+            .iter()
+            .zip([(ROOT_START, ROOT_SECTORS), (SWAP_START, SWAP_SECTORS)])
+        {
+            assert_eq!(
+                (p.start_bytes, p.size_bytes),
+                (start * SECTOR, size * SECTOR)
+            );
+            let want = if label == "gpt" {
+                sh(
+                    "sfdisk",
+                    &["--part-uuid", disk.to_str().unwrap(), &p.number.to_string()],
+                )
+                .trim()
+                .to_lowercase()
+            } else {
+                format!("5eed0001-{:02x}", p.number)
+            };
+            assert_eq!(p.partuuid.as_deref(), Some(want.as_str()), "{label} {p:?}");
+            let area = sub.join(format!("p{}.img", p.number));
+            extract(&disk, start, size, &area);
+            assert_eq!(p.uuid.as_deref(), Some(blkid_uuid(&area).as_str()));
+        }
+        assert_eq!(parts[0].fs_type.as_deref(), Some("ext4"));
+        assert_eq!(parts[0].label.as_deref(), Some("fakeroot"));
+        assert_eq!(parts[1].fs_type.as_deref(), Some("swap"));
+        assert_eq!(parts[1].label.as_deref(), Some("fakeswap"));
+        // And the GPT guest converts (dry run) like the MBR one.
+        let report = p2v_convert::run::run_job(&job(&disk, true));
+        assert!(report.ok, "{}", pretty(&report));
+        assert_no_loops(&disk);
+    }
 }
