@@ -17,7 +17,8 @@
 //!   its own there) mounted for it, and unmounted afterwards whatever happened. The new image
 //!   is then listed: every driver the change asks for must be in it (or built into the kernel).
 //!
-//! A change that fails does not stop the others (they are independent edits of different
+//! Changes run in plan order, except that initramfs rebuilds run after every file change (the
+//! images embed files that other changes edit). A change that fails does not stop the others (they are independent edits of different
 //! files, or the same edit of every kernel); the report then says `ok: false`.
 
 use std::collections::HashSet;
@@ -103,7 +104,14 @@ pub fn utc_stamp(t: std::time::SystemTime) -> String {
 pub fn apply(plan: &Plan, cx: &ApplyContext) -> Vec<AppliedChange> {
     let mut backups = Backups::new(cx.root, &cx.stamp);
     let mut out = Vec::new();
-    for (i, change) in plan.changes.iter().enumerate() {
+    // File changes first, initramfs rebuilds last: the images embed configuration that other
+    // changes edit (`/etc/initramfs-tools/modules`, `conf.d/resume`, fstab for dracut).
+    let rebuild = |c: &Change| matches!(c, Change::RebuildInitramfs { .. });
+    let order = (0..plan.changes.len())
+        .filter(|&i| !rebuild(&plan.changes[i]))
+        .chain((0..plan.changes.len()).filter(|&i| rebuild(&plan.changes[i])));
+    for i in order {
+        let change = &plan.changes[i];
         let result = apply_one(i, change, cx, &mut backups);
         let applied = match result {
             Ok((detail, backup)) => AppliedChange {
@@ -122,6 +130,7 @@ pub fn apply(plan: &Plan, cx: &ApplyContext) -> Vec<AppliedChange> {
         tracing::info!(change = i, ok = applied.ok, "{}", applied.detail);
         out.push(applied);
     }
+    out.sort_by_key(|a| a.change);
     sys::sync();
     out
 }

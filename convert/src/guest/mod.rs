@@ -494,7 +494,13 @@ impl Guest {
         read_only: bool,
     ) -> Result<Guest, Error> {
         let dir = make_dir()?;
-        let root = GuestRoot::new(&dir)?;
+        let root = match GuestRoot::new(&dir) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(e);
+            }
+        };
         let mut warnings = Vec::new();
         if partitions
             .iter()
@@ -842,6 +848,19 @@ mod tests {
         );
         // A zero UUID is no UUID; a short area gives nothing rather than an error.
         assert_eq!(fs_identity(&vec![0u8; 100], &content), (None, None));
+    }
+
+    #[test]
+    fn lvm_only_guest_is_explained_not_a_crash() {
+        let mut pv = part(0, 1, "5555");
+        pv.fs_type = Some("LVM2_member".into());
+        let err = Guest::mount(&[disk(0, "sda")], vec![pv], true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no root file system") && err.contains(LVM_NOTE),
+            "{err}"
+        );
     }
 
     #[test]

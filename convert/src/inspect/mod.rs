@@ -732,10 +732,18 @@ fn read_network(cx: &mut Cx, ins: &mut Inspection) {
     // ifupdown, following `source` and `source-directory`.
     let mut queue: Vec<(String, usize)> = vec![("/etc/network/interfaces".into(), 0)];
     let mut seen = 0usize;
+    let mut visited: Vec<String> = Vec::new();
     while let Some((path, depth)) = queue.pop() {
         if !cx.root.exists(&path) {
             continue;
         }
+        if visited.contains(&path) {
+            cx.problem(format!(
+                "{path}: sourced again (a source loop), not read twice"
+            ));
+            continue;
+        }
+        visited.push(path.clone());
         seen += 1;
         if seen > IFUPDOWN_FILES {
             cx.problem(format!(
