@@ -142,7 +142,11 @@ fn direct_rebuild_runs_the_guest_tool_and_checks_the_image() {
     write(&g, tool, script.as_bytes(), 0o755);
     let a = rebuild(&root);
     assert!(a.ok, "{}", a.detail);
-    assert!(a.detail.contains("holds virtio_pci, virtio-blk"), "{}", a.detail);
+    assert!(
+        a.detail.contains("holds virtio_pci, virtio-blk"),
+        "{}",
+        a.detail
+    );
     assert!(mounts_below(&g).is_empty(), "{:?}", mounts_below(&g));
     // The tmpfs on /tmp was the chroot's, not the guest's directory.
     assert!(!g.join("tmp/scratch").exists());
