@@ -50,6 +50,9 @@ pub struct AppliedChange {
     pub backup: Option<String>,
 }
 
+/// How long the guest's initramfs tool may run (a TCG appliance is slow; a hung hook is not).
+pub const REBUILD_LIMIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// Where backups go inside the guest.
 pub const BACKUP_DIR: &str = "/var/lib/p2v/backup";
 
@@ -641,17 +644,26 @@ fn rebuild_initramfs(
     let line = format!("chroot GUEST {program} {}", args.join(" "));
     tracing::info!(command = %line, "rebuilding the initramfs");
     let started = std::time::Instant::now();
-    let output = cmd.output();
+    let output = sys::run_bounded(&mut cmd, REBUILD_LIMIT);
     let unmount_errors = mounts.unmount_all();
     let output = output.map_err(|e| Error::Command(format!("{line}: {e}")))?;
-    if !output.status.success() {
-        let mut both = output.stdout.clone();
-        both.extend_from_slice(&output.stderr);
-        return Err(Error::Command(format!(
-            "{line}: {}: {}",
-            output.status,
-            tail(&both, 2000)
-        )));
+    let mut both = output.stdout.clone();
+    both.extend_from_slice(&output.stderr);
+    match output.status {
+        Some(s) if s.success() => {}
+        Some(s) => {
+            return Err(Error::Command(format!(
+                "{line}: {s}: {}",
+                tail(&both, 2000)
+            )));
+        }
+        None => {
+            return Err(Error::Command(format!(
+                "{line}: killed after {} s: {}",
+                REBUILD_LIMIT.as_secs(),
+                tail(&both, 2000)
+            )));
+        }
     }
     if !unmount_errors.is_empty() {
         return Err(Error::Mount(unmount_errors.join("; ")));

@@ -1,7 +1,7 @@
 //! The guest's disks, partitions and file systems, mounted for inspection and conversion.
 //!
 //! ```text
-//! JobDisk.device ──table::read_table──▶ partitions ──fsmap::detect + identity──▶ PartitionInfo
+//! JobDisk.device ──table::read_table──▶ partitions ──fsmap detect + identity──▶ PartitionInfo
 //!      │                                     │
 //!      │      appliance: /dev/vdb1 (sysfs)   │ direct mode: losetup --offset --sizelimit
 //!      ▼                                     ▼
@@ -153,66 +153,6 @@ pub fn fs_name(content: &Content) -> Option<&'static str> {
     })
 }
 
-fn uuid_text(b: &[u8]) -> Option<String> {
-    if b.len() != 16 || b.iter().all(|x| *x == 0) {
-        return None;
-    }
-    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        h[..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..].concat()
-    ))
-}
-
-fn label_text(b: &[u8]) -> Option<String> {
-    let end = b.iter().position(|x| *x == 0).unwrap_or(b.len());
-    let s = String::from_utf8_lossy(&b[..end]).trim_end().to_string();
-    (!s.is_empty()).then_some(s)
-}
-
-/// UUID and label of a detected file system, read where each format keeps them (ext4 disk
-/// layout: `s_uuid` at 0x68 and `s_volume_name` at 0x78 of the superblock; the swap header:
-/// uuid at 1036, label at 1052; XFS `sb_uuid` at 32, `sb_fname` at 108; btrfs `fsid` and `label`
-/// in the superblock at 64 KiB; FAT: the volume id and label of the (extended) BPB).
-pub fn fs_identity<R: ReadAt + ?Sized>(
-    area: &R,
-    content: &Content,
-) -> (Option<String>, Option<String>) {
-    let get = |offset: u64, len: usize| -> Option<Vec<u8>> {
-        let mut b = vec![0u8; len];
-        area.read_at(offset, &mut b).ok().map(|_| b)
-    };
-    match content {
-        Content::Ext { .. } => get(1024, 256).map_or((None, None), |sb| {
-            (uuid_text(&sb[0x68..0x78]), label_text(&sb[0x78..0x88]))
-        }),
-        Content::Swap => get(1024, 64).map_or((None, None), |h| {
-            (uuid_text(&h[12..28]), label_text(&h[28..44]))
-        }),
-        Content::Xfs => get(0, 120).map_or((None, None), |sb| {
-            (uuid_text(&sb[32..48]), label_text(&sb[108..120]))
-        }),
-        Content::Btrfs => get(0x10000, 0x22b).map_or((None, None), |sb| {
-            (uuid_text(&sb[0x20..0x30]), label_text(&sb[0x12b..0x22b]))
-        }),
-        Content::Fat { bits } => get(0, 512).map_or((None, None), |bs| {
-            let (id_at, label_at) = if *bits == 32 {
-                (0x43, 0x47)
-            } else {
-                (0x27, 0x2b)
-            };
-            let id = u32::from_le_bytes(bs[id_at..id_at + 4].try_into().expect("4 bytes"));
-            let label = label_text(&bs[label_at..label_at + 11]).filter(|l| l != "NO NAME");
-            (Some(format!("{:04X}-{:04X}", id >> 16, id & 0xffff)), label)
-        }),
-        _ => (None, None),
-    }
-}
-
 /// Reads the partitions of every disk that has a `device`. Problems with one disk (an
 /// unreadable device, a corrupted table) are returned as messages; the other disks go on.
 pub fn discover(disks: &[JobDisk]) -> (Vec<PartitionInfo>, Vec<String>) {
@@ -271,13 +211,18 @@ fn discover_disk(disk: &JobDisk, device: &Path) -> Result<Vec<PartitionInfo>, Er
                 len: size,
             };
             match p2v_fsmap::detect(&area) {
-                Ok(content) => {
-                    info.fs_type = fs_name(&content).map(str::to_string);
-                    (info.uuid, info.label) = fs_identity(&area, &content);
-                }
+                Ok(content) => info.fs_type = fs_name(&content).map(str::to_string),
                 Err(e) => {
                     tracing::warn!(disk = disk.index, number, "file system not recognized: {e}")
                 }
+            }
+            match p2v_fsmap::identity::identity(&area) {
+                Ok(Some(id)) => {
+                    info.fs_type = Some(id.fs_type.to_string());
+                    (info.uuid, info.label) = (id.uuid, id.label);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(disk = disk.index, number, "no UUID/label: {e}"),
             }
         }
         info.device = if number == 0 {
@@ -831,23 +776,13 @@ mod tests {
     }
 
     #[test]
-    fn identities_from_superblocks() {
+    fn detected_contents_have_blkid_names() {
         let mut area = vec![0u8; 128 << 10];
         area[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xef53u16.to_le_bytes());
-        let uuid: Vec<u8> = (0x10..0x20).collect();
-        area[1024 + 0x68..1024 + 0x78].copy_from_slice(&uuid);
-        area[1024 + 0x78..1024 + 0x7d].copy_from_slice(b"root\0");
         let content = p2v_fsmap::detect(&area).unwrap();
         assert_eq!(fs_name(&content), Some("ext2"));
-        assert_eq!(
-            fs_identity(&area, &content),
-            (
-                Some("10111213-1415-1617-1819-1a1b1c1d1e1f".into()),
-                Some("root".into())
-            )
-        );
-        // A zero UUID is no UUID; a short area gives nothing rather than an error.
-        assert_eq!(fs_identity(&vec![0u8; 100], &content), (None, None));
+        assert_eq!(fs_name(&Content::Luks { version: 2 }), Some("crypto_LUKS"));
+        assert_eq!(fs_name(&Content::Unknown), None);
     }
 
     #[test]

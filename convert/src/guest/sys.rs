@@ -94,3 +94,125 @@ pub fn private_mount_namespace() -> io::Result<()> {
     }
     mount(None, Path::new("/"), None, MS_REC | MS_PRIVATE, None)
 }
+
+/// What [`run_bounded`] saw of a program.
+#[derive(Debug)]
+pub struct Finished {
+    /// `None` when the program was killed for running past its time.
+    pub status: Option<std::process::ExitStatus>,
+    /// The last [`OUTPUT_KEPT`] bytes of stdout and of stderr.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Output kept per stream by [`run_bounded`].
+pub const OUTPUT_KEPT: usize = 64 << 10;
+
+/// Runs `command` in a process group of its own with stdout/stderr captured (the last
+/// [`OUTPUT_KEPT`] bytes of each); past `limit` the whole group is killed. The guest's tools run
+/// this way: a hung hook must not hang the conversion.
+pub fn run_bounded(command: &mut Command, limit: std::time::Duration) -> io::Result<Finished> {
+    use std::io::Read;
+    use std::process::Stdio;
+    command
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn()?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            if let Some(mut r) = r {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.extend_from_slice(&buf[..n]);
+                    if kept.len() > 2 * OUTPUT_KEPT {
+                        kept.drain(..kept.len() - OUTPUT_KEPT);
+                    }
+                }
+            }
+            if kept.len() > OUTPUT_KEPT {
+                kept.drain(..kept.len() - OUTPUT_KEPT);
+            }
+            kept
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break Some(s);
+        }
+        if std::time::Instant::now() >= deadline {
+            let pgid = child.id() as libc::pid_t;
+            // SAFETY: kill(2) on the process group we created for the child (its pid); no
+            // pointers.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // Grandchildren that outlived the child may still hold the pipes: kill the group too.
+    // SAFETY: as above.
+    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+    Ok(Finished {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn bounded_runs_capture_and_kill() {
+        let done = run_bounded(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(done.status.and_then(|s| s.code()), Some(3));
+        assert_eq!(
+            (&done.stdout[..], &done.stderr[..]),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+
+        // A hung program (and the grandchild holding its pipes) is killed at the limit.
+        let t = Instant::now();
+        let done = run_bounded(
+            Command::new("sh").args(["-c", "echo started; sleep 60; echo never"]),
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        assert!(done.status.is_none());
+        assert_eq!(done.stdout, b"started\n");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+
+        // Output beyond the bound keeps its end.
+        let done = run_bounded(
+            Command::new("sh").args(["-c", "head -c 300000 /dev/zero; echo END"]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(done.stdout.len(), OUTPUT_KEPT);
+        assert!(done.stdout.ends_with(b"END\n"));
+    }
+}
