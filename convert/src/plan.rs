@@ -742,9 +742,15 @@ fn plan_network(p: &mut Plan, ins: &Inspection, vm: &VmSpec, inventory: Option<&
         }
         return;
     }
+    let configured = |name: &str| ins.network.iter().any(|n| n.name.as_deref() == Some(name));
     for nic in &vm.nics {
-        let Some(name) = &nic.original_name else {
-            continue;
+        // The predictable name the guest gave the NIC; but a guest booted with
+        // `net.ifnames=0` configures the kernel's name (`eth0`), and that is the one to keep.
+        let name = match (&nic.original_name, &nic.kernel_name) {
+            (Some(o), Some(k)) if !configured(o) && configured(k) => k,
+            (Some(o), _) => o,
+            (None, Some(k)) => k,
+            (None, None) => continue,
         };
         if !valid_ifname(name) {
             p.notes.push(format!(
@@ -934,6 +940,7 @@ mod tests {
                     mac: mac.to_string(),
                     model: NicModel::VirtioNet,
                     original_name: Some(name.to_string()),
+                    kernel_name: None,
                 })
                 .collect(),
         }
@@ -988,6 +995,8 @@ mod tests {
                     driver: Some("e1000e".into()),
                     speed_mbps: None,
                     link: true,
+                    pci_address: None,
+                    predictable_name: None,
                 })
                 .collect(),
             disks: disks
@@ -1262,6 +1271,40 @@ mod tests {
             d.available = Availability::Builtin;
         }
         assert!(plan(&ins, &vm(&[]), &[], &[], None).changes.is_empty());
+    }
+
+    #[test]
+    fn kernel_names_are_kept_for_guests_that_use_them() {
+        let mut ins = base();
+        ins.network = vec![NetInterface {
+            source: NetSource::Ifupdown,
+            file: "/etc/network/interfaces".into(),
+            line: 3,
+            name: Some("eth0".into()),
+            mac: None,
+            addresses: vec!["192.0.2.10/24".into()],
+            static_config: true,
+        }];
+        let mut v = vm(&[("enp3s0", "00:25:90:ab:cd:ef")]);
+        v.nics[0].kernel_name = Some("eth0".into());
+        let p = plan(&ins, &v, &[], &[], None);
+        let link = p
+            .changes
+            .iter()
+            .find_map(|c| match c {
+                Change::WriteFile { path, content, .. } if path.ends_with(".link") => {
+                    Some((path.clone(), content.clone()))
+                }
+                _ => None,
+            })
+            .expect("a .link file");
+        assert_eq!(link.0, "/etc/systemd/network/10-p2v-eth0.link");
+        assert!(link.1.contains("Name=eth0"));
+        // A guest configuring the predictable name keeps that one.
+        ins.network[0].name = Some("enp3s0".into());
+        let p = plan(&ins, &v, &[], &[], None);
+        assert!(p.changes.iter().any(|c| matches!(c,
+            Change::WriteFile { path, .. } if path == "/etc/systemd/network/10-p2v-enp3s0.link")));
     }
 
     #[test]

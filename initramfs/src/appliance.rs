@@ -17,7 +17,11 @@ use crate::{hw, say, sys};
 pub const CONVERTER: &str = "/bin/p2v-convert";
 
 /// File systems the converter may mount (modules; built-in ones load as no-ops).
+/// crc32c comes first: ext4's metadata checksums and libcrc32c (XFS, btrfs) ask the crypto API
+/// for it, and without an implementation loaded their mount or load fails with ENOENT.
 pub const FS_MODULES: &[&str] = &[
+    "crc32c_intel",
+    "crc32c_generic",
     "ext4",
     "xfs",
     "btrfs",

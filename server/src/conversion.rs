@@ -70,9 +70,9 @@ impl Default for ConversionConfig {
     }
 }
 
-/// Machines with a conversion in progress.
+/// Machines with a conversion in progress, and whether KVM works here (probed once).
 #[derive(Debug, Default)]
-pub(crate) struct Running(Mutex<HashSet<MachineId>>);
+pub(crate) struct Running(Mutex<HashSet<MachineId>>, tokio::sync::OnceCell<bool>);
 
 impl Running {
     fn claim(&self, machine: MachineId) -> bool {
@@ -553,6 +553,58 @@ async fn run_direct(
 /// The marker the appliance's init prints when its drivers are loaded and the converter starts.
 const APPLIANCE_READY: &str = "appliance ready after";
 
+/// Whether KVM really runs guests here. `/dev/kvm` can exist and open while guests under it
+/// never execute (nested virtualisation without support, as on some cloud machines), so the
+/// appliance's kernel is booted under KVM without an initramfs: it prints within a second or two
+/// and panics at once (`panic=-1` + `-no-reboot` end QEMU). No output in 15 s: use TCG.
+async fn kvm_works(config: &ConversionConfig, kernel: &Path) -> bool {
+    if !Path::new("/dev/kvm").exists() {
+        return false;
+    }
+    let probe = async {
+        let mut child = tokio::process::Command::new(&config.qemu)
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-machine",
+                "q35",
+                "-accel",
+                "kvm",
+            ])
+            .args([
+                "-m",
+                "256",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+                "stdio",
+            ])
+            .arg("-kernel")
+            .arg(kernel)
+            .args(["-append", "console=ttyS0 panic=-1 loglevel=7"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        let mut out = child.stdout.take()?;
+        let mut buf = [0u8; 64];
+        use tokio::io::AsyncReadExt;
+        let n = out.read(&mut buf).await.ok()?;
+        let _ = child.kill().await;
+        Some(n > 0)
+    };
+    let works = tokio::time::timeout(Duration::from_secs(15), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    tracing::info!(works, "probed KVM for the conversion appliance");
+    works
+}
+
 async fn run_appliance(
     state: &AppState,
     dir: &Path,
@@ -569,15 +621,19 @@ async fn run_appliance(
     let _ = std::fs::remove_file(&console);
     p2v_convert::job::create_job_disk(&job_img, job)
         .map_err(|e| Error::Internal(format!("writing the job disk: {e}")))?;
+    let kernel = appliance.join("vmlinuz");
+    let kvm = *state
+        .conversions
+        .1
+        .get_or_init(|| kvm_works(config, &kernel))
+        .await;
     let mut args: Vec<std::ffi::OsString> = vec![
         "-nodefaults".into(),
         "-no-user-config".into(),
         "-machine".into(),
         "q35".into(),
         "-accel".into(),
-        "kvm".into(),
-        "-accel".into(),
-        "tcg".into(),
+        if kvm { "kvm" } else { "tcg" }.into(),
         "-cpu".into(),
         "max".into(),
         "-smp".into(),

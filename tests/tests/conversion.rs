@@ -82,10 +82,10 @@ fn convert(server: &Server, machine: &str, extra: &[&str]) -> ConversionStatus {
     let mut args = vec!["convert", machine, "--json"];
     args.extend_from_slice(extra);
     let out = server.operator(&args).unwrap_or_else(|e| {
-        panic!(
-            "convert {extra:?} failed: {e:#}\nserver log:\n{}",
-            server.log()
-        )
+        let status = server
+            .operator(&["conversion", machine])
+            .unwrap_or_default();
+        panic!("convert {extra:?} failed: {e:#}\nthe conversion:\n{status}")
     });
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -128,12 +128,7 @@ fn hex(b: &[u8]) -> String {
 
 fn mount_root(image: &Path, dir: &Path) -> Mounted {
     std::fs::create_dir_all(dir).unwrap();
-    Mounted::kernel(
-        image,
-        dir,
-        &format!("ro,offset={ROOT_OFFSET},noload"),
-    )
-    .unwrap()
+    Mounted::kernel(image, dir, &format!("ro,offset={ROOT_OFFSET},noload")).unwrap()
 }
 
 /// Checks the converted disk's files against the original guest.
@@ -145,7 +140,10 @@ fn check_converted_files(converted_raw: &Path, work: &Path, status: &ConversionS
     let root_uuid = ext4_uuid(converted_raw, ROOT_OFFSET);
 
     let fstab = std::fs::read_to_string(c.join("etc/fstab")).unwrap();
-    assert!(!fstab.contains("/dev/sda"), "fstab still names sda:\n{fstab}");
+    assert!(
+        !fstab.contains("/dev/sda"),
+        "fstab still names sda:\n{fstab}"
+    );
     assert!(
         !fstab.contains("/dev/disk/by-id"),
         "fstab still names by-id:\n{fstab}"
@@ -285,7 +283,10 @@ fn debian_guest_is_converted_and_boots_on_virtio() {
     );
     // The human report says the same.
     let human = server.operator(&["conversion", &machine]).unwrap();
-    assert!(human.contains("succeeded") && human.contains("why:"), "{human}");
+    assert!(
+        human.contains("succeeded") && human.contains("why:"),
+        "{human}"
+    );
 
     // The VM: disks, libvirt XML and OVF.
     let vm_dir = w.join("vm");
@@ -385,8 +386,11 @@ fn debian_guest_is_converted_and_boots_on_virtio() {
             p
         }
     };
-    let booted = boot_to_ready(&virtio_machine(&boot_disk, listener.port).unwrap(), BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("the converted guest did not come up on virtio: {e:#}"));
+    let booted = boot_to_ready(
+        &virtio_machine(&boot_disk, listener.port).unwrap(),
+        BOOT_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("the converted guest did not come up on virtio: {e:#}"));
     eprintln!(
         "converted guest on virtio: power-on to ready {:.1} s",
         booted.boot_time.as_secs_f64()
@@ -413,7 +417,11 @@ fn debian_guest_is_converted_and_boots_on_virtio() {
     // the same capture, and succeeds too.
     let direct = convert(&server, &machine, &["--direct"]);
     assert_eq!(direct.state, ConversionState::Succeeded, "{direct:#?}");
-    assert_eq!(changes(&direct), changes(&done), "direct and appliance plans differ");
+    assert_eq!(
+        changes(&direct),
+        changes(&done),
+        "direct and appliance plans differ"
+    );
     assert!(direct.appliance_start_ms.is_none());
 }
 
@@ -497,7 +505,8 @@ fn hostile_disk(work: &Path) -> PathBuf {
         *b = x as u8;
     }
     std::fs::write(etc.join("os-release"), &noise).unwrap();
-    let mut fstab = String::from("# hostile\n/dev/sda1 / ext4 defaults 0 1\nUUID=\"\" \\ \\\\ \x01\x02 zz\n");
+    let mut fstab =
+        String::from("# hostile\n/dev/sda1 / ext4 defaults 0 1\nUUID=\"\" \\ \\\\ \x01\x02 zz\n");
     fstab.push_str(&"x".repeat(2 << 20));
     std::fs::write(etc.join("fstab"), fstab).unwrap();
     std::os::unix::fs::symlink("/../../../../../etc/shadow", etc.join("hostname")).unwrap();
@@ -602,9 +611,7 @@ fn hostile_guest_files_are_reported_not_trusted() {
 /// `convert --dry-run --json`, returning the status whether it succeeded or not.
 fn convert_allowing_failure(server: &Server, machine: &str) -> ConversionStatus {
     let _ = server.operator(&["convert", machine, "--dry-run"]);
-    let out = server
-        .operator(&["conversion", machine, "--json"])
-        .unwrap();
+    let out = server.operator(&["conversion", machine, "--json"]).unwrap();
     serde_json::from_str(&out).unwrap()
 }
 
@@ -693,6 +700,10 @@ fn bench_conversion_against_virt_v2v() {
     eprintln!(
         "bench-convert ratio: p2v/virt-v2v wall time {:.2} ({})",
         p2v_wall.as_secs_f64() / v2v_wall.as_secs_f64(),
-        if p2v_wall < v2v_wall { "p2v faster" } else { "virt-v2v faster" }
+        if p2v_wall < v2v_wall {
+            "p2v faster"
+        } else {
+            "virt-v2v faster"
+        }
     );
 }
