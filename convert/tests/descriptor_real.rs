@@ -77,11 +77,13 @@ fn vm(name: &str, profile_name: &str, firmware: FirmwareKind, files: &[String]) 
                 mac: "52:54:00:12:34:56".into(),
                 model: p.nic_model,
                 original_name: Some("enp1s0".into()),
+                kernel_name: None,
             },
             VmNic {
                 mac: "00:1B:21:AA:BB:CC".into(),
                 model: p.nic_model,
                 original_name: Some("enp2s0".into()),
+                kernel_name: None,
             },
         ],
     }

@@ -260,7 +260,8 @@ pub(crate) async fn start(
         .system
         .hostname
         .clone()
-        .filter(|h| !h.is_empty())
+        // The live image has no host name of its own: the kernel's default is "(none)".
+        .filter(|h| !h.is_empty() && h != "(none)" && h != "localhost")
         .unwrap_or_else(|| machine.to_string());
     let vm = profile::resolve(
         &name,

@@ -352,6 +352,20 @@ impl Operator {
                 what: "the conversion's VM".into(),
                 source,
             })?;
+        // The guest's own host name, when the inspection found one, names the VM.
+        if let Some(host) = status
+            .report
+            .as_ref()
+            .and_then(|r| r["inspection"]["hostname"].as_str())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.len() <= 63
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            })
+        {
+            vm.name = host.to_string();
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let dir = std::path::absolute(dir)

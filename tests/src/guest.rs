@@ -63,6 +63,8 @@ pub const BOOT_FAILURES: &[&str] = &[
     "(initramfs)",
     "error: no such device",
     "error: file",
+    "not a bootable disk",
+    "No bootable device",
 ];
 
 /// The directory of the guest fixture: `$P2V_GUEST_FIXTURES`, else `target/guest-fixtures` of
