@@ -773,20 +773,7 @@ pub(crate) async fn prepare_export(
         format.as_str(),
         crate::util::random_u64()?
     ));
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "convert".into(),
-        "-f".into(),
-        source_format.into(),
-        "-O".into(),
-        format.qemu_format().into(),
-    ];
-    match format {
-        ExportFormat::Vmdk => args.extend(["-o".into(), "subformat=streamOptimized".into()]),
-        ExportFormat::Vhd => args.extend(["-o".into(), "subformat=fixed,force_size=on".into()]),
-        _ => {}
-    }
-    args.push(source.into());
-    args.push(tmp.clone().into());
+    let args = crate::export::convert_args(format, &source, source_format, &tmp);
     let converted = crate::export::run_qemu_img(args).await;
     if let Err(e) = converted {
         let _ = std::fs::remove_file(&tmp);

@@ -121,21 +121,7 @@ pub(crate) async fn prepare(
         (source, "raw")
     };
 
-    let mut args: Vec<OsString> = vec![
-        "convert".into(),
-        "-f".into(),
-        input_format.into(),
-        "-O".into(),
-        format.qemu_format().into(),
-    ];
-    match format {
-        ExportFormat::Vmdk => args.extend(["-o".into(), "subformat=streamOptimized".into()]),
-        ExportFormat::Vhd => args.extend(["-o".into(), "subformat=fixed,force_size=on".into()]),
-        _ => {}
-    }
-    args.push(input.into());
-    args.push(tmp_path.clone().into());
-    run_qemu_img(args).await?;
+    run_qemu_img(convert_args(format, &input, input_format, &tmp_path)).await?;
     drop(overlay);
 
     let final_for_rename = final_path.clone();
@@ -169,6 +155,31 @@ pub(crate) async fn prepare(
     let file = File::open(&final_path)
         .map_err(|e| Error::io(format!("opening {}", final_path.display()), e))?;
     Ok((final_path, file))
+}
+
+/// `qemu-img convert` arguments from `input` (in `input_format`) to `output` in `format`, with
+/// the subformat each target wants (see the table at the top).
+pub(crate) fn convert_args(
+    format: ExportFormat,
+    input: &Path,
+    input_format: &str,
+    output: &Path,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "convert".into(),
+        "-f".into(),
+        input_format.into(),
+        "-O".into(),
+        format.qemu_format().into(),
+    ];
+    match format {
+        ExportFormat::Vmdk => args.extend(["-o".into(), "subformat=streamOptimized".into()]),
+        ExportFormat::Vhd => args.extend(["-o".into(), "subformat=fixed,force_size=on".into()]),
+        _ => {}
+    }
+    args.push(input.into());
+    args.push(output.into());
+    args
 }
 
 /// Runs qemu-img, logging its command line; its stderr goes into the error.

@@ -101,8 +101,8 @@ pub fn guest_fixture() -> PathBuf {
         .clone()
 }
 
-/// A qcow2 overlay `dir/name` backed by the raw `base`: the guest writes there, `base` stays as
-/// it is.
+/// A qcow2 overlay `dir/name` backed by `base` (raw or qcow2): the guest writes there, `base`
+/// stays as it is.
 pub fn overlay(base: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     crate::run(
@@ -115,7 +115,7 @@ pub fn overlay(base: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
             "-b",
             base.to_str().context("non-UTF-8 path")?,
             "-F",
-            "raw",
+            disk_format(base)?,
             path.to_str().context("non-UTF-8 path")?,
         ],
     )?;

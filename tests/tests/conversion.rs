@@ -363,22 +363,7 @@ fn debian_guest_is_converted_and_boots_on_virtio() {
     // Boot it on virtio: multi-user, the old name, the static address, a working network.
     let listener = GuestListener::start().unwrap();
     // An overlay of the exported qcow2, so the export itself stays as converted.
-    let boot_disk = w.join("boot.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            disk.to_str().unwrap(),
-            "-F",
-            "qcow2",
-            boot_disk.to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let boot_disk = overlay(&disk, w, "boot.qcow2").unwrap();
     let booted = boot_to_ready(
         &virtio_machine(&boot_disk, listener.port).unwrap(),
         BOOT_TIMEOUT,
