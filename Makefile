@@ -29,6 +29,7 @@ fixtures: setup
 	bash scripts/make-fixtures.sh $(FIXTURES)
 	bash scripts/make-fs-fixtures.sh target/fs-fixtures
 	bash scripts/make-guest-fixture.sh target/guest-fixtures
+	bash scripts/make-dracut-guest-fixture.sh target/guest-fixtures
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -15,7 +15,7 @@ PACKAGES=(musl-tools dosfstools mtools fdisk gdisk e2fsprogs zstd file
           xfsprogs btrfs-progs ntfs-3g exfatprogs exfat-fuse lvm2 cryptsetup-bin partclone
           linux-image-amd64 kmod busybox-static grub-pc-bin grub-efi-amd64-bin cpio binutils
           qemu-system-x86 ovmf ipxe-qemu debootstrap libvirt-daemon-system libvirt-clients
-          libxml2-utils initramfs-tools-core)
+          libxml2-utils initramfs-tools-core dracut-core)
 MUSL_TARGET=x86_64-unknown-linux-musl
 
 log() { echo "setup-host: $*"; }
