@@ -590,6 +590,35 @@ fn chroot_mounts(cx: &ApplyContext) -> Result<Mounts, Error> {
     Ok(m)
 }
 
+/// The guest's initramfs tool and its arguments for rebuilding `image` of `kernel`
+/// (`image_exists`: whether the guest has it already).
+///
+/// dracut gets `--fstab`: in host-only mode it stores the root file system's type and mount
+/// options in the image (`etc/cmdline.d/95root-dev.conf`, `rootflags=`), and without the option
+/// it takes them from `/proc/self/mountinfo`, that is from the converter's own mount of the
+/// guest (`nosuid,nodev`): the converted machine would then mount its root nosuid. The guest's
+/// fstab (already rewritten to `UUID=` by then) is the configuration the machine boots with.
+fn rebuild_command(
+    tool: InitramfsTool,
+    kernel: &str,
+    image: &str,
+    image_exists: bool,
+) -> (&'static str, Vec<String>) {
+    let args: &[&str] = match tool {
+        // -u needs an existing image (and its sha1 record); -c makes a first one.
+        InitramfsTool::InitramfsTools if image_exists => &["-u", "-k", kernel],
+        InitramfsTool::InitramfsTools => &["-c", "-k", kernel],
+        InitramfsTool::Dracut => &["--force", "--fstab", image, kernel],
+        InitramfsTool::Mkinitcpio => &["-k", kernel, "-g", image],
+    };
+    let name = match tool {
+        InitramfsTool::InitramfsTools => "update-initramfs",
+        InitramfsTool::Dracut => "dracut",
+        InitramfsTool::Mkinitcpio => "mkinitcpio",
+    };
+    (name, args.iter().map(|a| a.to_string()).collect())
+}
+
 fn rebuild_initramfs(
     cx: &ApplyContext,
     tool: InitramfsTool,
@@ -607,21 +636,7 @@ fn rebuild_initramfs(
     {
         return Err(Error::Apply(format!("{image:?} is not a plain guest path")));
     }
-    let (name, args): (&str, Vec<String>) = match tool {
-        InitramfsTool::InitramfsTools => {
-            // -u needs an existing image (and its sha1 record); -c makes a first one.
-            let mode = if root.exists(image) { "-u" } else { "-c" };
-            (
-                "update-initramfs",
-                vec![mode.into(), "-k".into(), kernel.into()],
-            )
-        }
-        InitramfsTool::Dracut => ("dracut", vec!["-f".into(), image.into(), kernel.into()]),
-        InitramfsTool::Mkinitcpio => (
-            "mkinitcpio",
-            vec!["-k".into(), kernel.into(), "-g".into(), image.into()],
-        ),
-    };
+    let (name, args) = rebuild_command(tool, kernel, image, root.exists(image));
     let program = guest_program(root, name).ok_or_else(|| {
         Error::Apply(format!(
             "the guest has no {name} (looked in /usr/sbin, /sbin, /usr/bin, /bin)"
@@ -751,6 +766,28 @@ mod tests {
         assert_eq!(
             utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "20000229T000000Z"
+        );
+    }
+
+    #[test]
+    fn rebuild_commands() {
+        let img = "/boot/initrd.img-6.1.0-50-amd64";
+        let k = "6.1.0-50-amd64";
+        assert_eq!(
+            rebuild_command(InitramfsTool::InitramfsTools, k, img, true),
+            ("update-initramfs", vec!["-u".into(), "-k".into(), k.into()])
+        );
+        assert_eq!(
+            rebuild_command(InitramfsTool::InitramfsTools, k, img, false).1[0],
+            "-c"
+        );
+        // dracut: the root's options from the guest's fstab, not from the converter's mount.
+        let (name, args) = rebuild_command(InitramfsTool::Dracut, k, img, true);
+        assert_eq!(name, "dracut");
+        assert_eq!(args, ["--force", "--fstab", img, k]);
+        assert_eq!(
+            rebuild_command(InitramfsTool::Mkinitcpio, k, img, true).1,
+            ["-k", k, "-g", img]
         );
     }
 

@@ -4,6 +4,8 @@
 //! image with the guest's own dracut in a chroot; the oracles are the host's `lsinitrd` (dracut's
 //! own lister, from dracut-core; `unmkinitramfs` when it is absent), `debugfs` to read the
 //! converted file system without mounting it and `e2fsck -fn` for its consistency.
+//! A second test switches the guest's dracut to host-only mode (the RHEL and Fedora default) and
+//! checks the root mount options dracut stores in the image.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -91,6 +93,33 @@ fn extract_p1(disk: &Path, to: &Path) {
             &format!("skip={}", field("start")),
             &format!("count={}", field("size")),
             "conv=sparse",
+            "status=none",
+        ],
+    );
+}
+
+/// Writes `part` back over partition 1 of `disk` (the inverse of [`extract_p1`]).
+fn write_back_p1(disk: &Path, part: &Path) {
+    let dump = sh("sfdisk", &["-d", disk.to_str().unwrap()]);
+    let name = format!("{}1", disk.file_name().unwrap().to_str().unwrap());
+    let line = dump.lines().find(|l| l.contains(&name)).unwrap();
+    let start: u64 = line
+        .split(',')
+        .find_map(|f| {
+            f.trim()
+                .split_once('=')
+                .filter(|(k, _)| k.trim().ends_with("start"))
+        })
+        .map(|(_, v)| v.trim().parse().unwrap())
+        .unwrap();
+    sh(
+        "dd",
+        &[
+            &format!("if={}", part.display()),
+            &format!("of={}", disk.display()),
+            "bs=512",
+            &format!("seek={start}"),
+            "conv=notrunc,sparse",
             "status=none",
         ],
     );
@@ -324,4 +353,102 @@ fn direct_converts_debian12_dracut_fixture() {
     sh("e2fsck", &["-fn", part.to_str().unwrap()]);
     let left = sh("losetup", &["-j", disk.to_str().unwrap()]);
     assert!(left.trim().is_empty(), "loop devices left: {left}");
+}
+
+/// The same guest configured the way dracut is by default on RHEL and Fedora, host-only: dracut
+/// then stores the root file system's options in the image (`etc/cmdline.d/95root-dev.conf`).
+/// They must be those of the guest's fstab, not those of the converter's own mount of the guest
+/// (`nosuid,nodev`), or the converted machine would mount its root nosuid.
+#[test]
+fn direct_dracut_hostonly_keeps_the_guests_root_options() {
+    let Some(fixture) = fixture() else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir_in(root.join("target")).unwrap();
+    let disk = dir.path().join("guest.raw");
+    sh(
+        "cp",
+        &[
+            "--sparse=always",
+            fixture.to_str().unwrap(),
+            disk.to_str().unwrap(),
+        ],
+    );
+    // hostonly="yes" in the guest's dracut configuration (edited with debugfs, no mount).
+    let part = dir.path().join("p1.img");
+    extract_p1(&disk, &part);
+    let conf = "/etc/dracut.conf.d/10-physical.conf";
+    let text = debugfs_cat(&part, conf);
+    assert!(text.contains("hostonly=\"no\""), "{text}");
+    let edited = dir.path().join("10-physical.conf");
+    std::fs::write(&edited, text.replace("hostonly=\"no\"", "hostonly=\"yes\"")).unwrap();
+    for cmd in [
+        format!("rm {conf}"),
+        format!("write {} {conf}", edited.display()),
+    ] {
+        sh("debugfs", &["-w", "-R", &cmd, part.to_str().unwrap()]);
+    }
+    write_back_p1(&disk, &part);
+
+    let started = Instant::now();
+    let report = p2v_convert::run::run_job(&job(&disk));
+    eprintln!(
+        "direct_dracut_hostonly_keeps_the_guests_root_options: run_job took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(report.ok, "{}", pretty(&report));
+    let image = report
+        .plan
+        .changes
+        .iter()
+        .find_map(|c| match c {
+            Change::RebuildInitramfs { image, .. } => Some(image.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no rebuild: {}", pretty(&report)));
+
+    extract_p1(&disk, &part);
+    assert!(debugfs_cat(&part, conf).contains("hostonly=\"yes\""));
+    let new = dir.path().join("initrd-after.img");
+    sh(
+        "debugfs",
+        &[
+            "-R",
+            &format!("dump {image} {}", new.display()),
+            part.to_str().unwrap(),
+        ],
+    );
+    let listing = p2v_convert::inspect::initrd::parse(&std::fs::read(&new).unwrap()).unwrap();
+    for m in ["virtio_blk", "virtio_pci"] {
+        assert!(
+            listing.modules.contains(m),
+            "{image} lacks {m}: {listing:?}"
+        );
+    }
+    let unpacked = dir.path().join("unpacked");
+    sh(
+        "unmkinitramfs",
+        &[new.to_str().unwrap(), unpacked.to_str().unwrap()],
+    );
+    let stored = sh(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "cat {0}/etc/cmdline.d/95root-dev.conf {0}/main/etc/cmdline.d/95root-dev.conf 2>/dev/null; true",
+                unpacked.display()
+            ),
+        ],
+    );
+    // The fixture's fstab mounts / with errors=remount-ro.
+    assert!(
+        stored.contains("rootflags=errors=remount-ro"),
+        "{image}: 95root-dev.conf is {stored:?}"
+    );
+    assert!(
+        !stored.contains("nosuid") && !stored.contains("nodev"),
+        "{image}: the converter's mount options leaked into the image: {stored:?}"
+    );
+    sh("e2fsck", &["-fn", part.to_str().unwrap()]);
 }
