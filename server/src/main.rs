@@ -374,6 +374,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "libvirt  {}  (virsh define it)",
                     exported.libvirt_xml.display()
                 );
+                for n in &exported.notes {
+                    eprintln!("note: {n}");
+                }
                 match &exported.ovf {
                     Some(ovf) => println!("ovf      {}  (import into vSphere)", ovf.display()),
                     None => {

@@ -295,6 +295,8 @@ pub struct ExportedVm {
     pub libvirt_xml: std::path::PathBuf,
     /// The OVF descriptor, written with VMDK disks only (what vSphere imports).
     pub ovf: Option<std::path::PathBuf>,
+    /// What the operator should know about the export.
+    pub notes: Vec<String>,
 }
 
 /// A file-name-safe form of a VM name.
@@ -390,7 +392,16 @@ impl Operator {
             .map_err(|e| Error::BadRequest(format!("the libvirt domain: {e}")))?;
         let libvirt_xml = dir.join(format!("{stem}.xml"));
         crate::datadir::write_file_atomic(&libvirt_xml, xml.as_bytes(), 0o644)?;
+        let mut notes = Vec::new();
         let ovf = if format == ExportFormat::Vmdk {
+            if vm.profile != "sata" {
+                notes.push(format!(
+                    "the guest was converted for the {} profile: vSphere has no virtio devices, so \
+                     for an import there convert with --profile sata (AHCI and e1000e, which \
+                     vSphere has and the OVF then describes)",
+                    vm.profile
+                ));
+            }
             // OVF names its files relative to the descriptor.
             let mut bare = vm.clone();
             for d in &mut bare.disks {
@@ -429,6 +440,7 @@ impl Operator {
             disks,
             libvirt_xml,
             ovf,
+            notes,
         })
     }
 }
