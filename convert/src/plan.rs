@@ -593,70 +593,41 @@ fn plan_device_names(p: &mut Plan, ins: &Inspection, cx: &Devices) {
                 .into(),
         );
     }
-    for e in &ins.fstab {
-        let Spec::Device(dev) = classify(&e.spec) else {
-            continue;
-        };
-        let is_root = e.mount_point == "/";
-        match cx.resolve(dev) {
-            Ok(None) => {}
-            Ok(Some(uuid)) => {
-                let new = format!("UUID={uuid}");
-                if !edit(
-                    "/etc/fstab",
-                    e.line,
-                    &e.raw,
-                    &|l| replace_field(l, 0, &new),
-                    dev,
-                ) {
-                    unresolved(
-                        p,
-                        is_root,
-                        format!("/etc/fstab line {}: {dev}", e.line),
-                        "the line could not be edited".into(),
-                    );
-                }
-            }
-            Err(why) => unresolved(
-                p,
-                is_root,
-                format!("/etc/fstab line {}: {dev}", e.line),
-                why,
-            ),
-        }
-    }
+    // fstab's first field and crypttab's second name devices; both are rewritten alike.
     let root_spec = ins.root_device.as_deref();
-    for e in &ins.crypttab {
-        let Spec::Device(dev) = classify(&e.device) else {
+    let tables = ins
+        .fstab
+        .iter()
+        .map(|e| {
+            (
+                "/etc/fstab",
+                e.line,
+                &e.raw,
+                &e.spec,
+                0,
+                e.mount_point == "/",
+            )
+        })
+        .chain(ins.crypttab.iter().map(|e| {
+            let is_root = root_spec == Some(&format!("/dev/mapper/{}", e.name));
+            ("/etc/crypttab", e.line, &e.raw, &e.device, 1, is_root)
+        }));
+    for (file, line, raw, spec, field, is_root) in tables {
+        let Spec::Device(dev) = classify(spec) else {
             continue;
         };
-        let is_root = root_spec == Some(&format!("/dev/mapper/{}", e.name));
-        match cx.resolve(dev) {
-            Ok(None) => {}
+        let why = match cx.resolve(dev) {
+            Ok(None) => continue,
             Ok(Some(uuid)) => {
                 let new = format!("UUID={uuid}");
-                if !edit(
-                    "/etc/crypttab",
-                    e.line,
-                    &e.raw,
-                    &|l| replace_field(l, 1, &new),
-                    dev,
-                ) {
-                    unresolved(
-                        p,
-                        is_root,
-                        format!("/etc/crypttab line {}: {dev}", e.line),
-                        "the line could not be edited".into(),
-                    );
+                if edit(file, line, raw, &|l| replace_field(l, field, &new), dev) {
+                    continue;
                 }
+                "the line could not be edited".to_string()
             }
-            Err(why) => unresolved(
-                p,
-                is_root,
-                format!("/etc/crypttab line {}: {dev}", e.line),
-                why,
-            ),
-        }
+            Err(why) => why,
+        };
+        unresolved(p, is_root, format!("{file} line {line}: {dev}"), why);
     }
     for a in &ins.device_args {
         let Spec::Device(dev) = classify(&a.value) else {

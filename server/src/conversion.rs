@@ -377,18 +377,7 @@ async fn run(
             if direct {
                 copy_sparse(source, target).await?;
             } else {
-                crate::export::run_qemu_img(vec![
-                    "create".into(),
-                    "-q".into(),
-                    "-f".into(),
-                    "qcow2".into(),
-                    "-b".into(),
-                    source.clone().into(),
-                    "-F".into(),
-                    "raw".into(),
-                    target.clone().into(),
-                ])
-                .await?;
+                crate::export::create_overlay(source, target, None).await?;
             }
         }
         if direct {
@@ -440,23 +429,18 @@ async fn run(
                 return status;
             }
         }
-        if !status.console_tail.is_empty() {
-            status.console_tail.clear();
-        }
-        status.state = ConversionState::Succeeded;
     } else {
         for tmp in &work {
             let _ = std::fs::remove_file(tmp);
         }
-        status.state = if succeeded {
-            ConversionState::Succeeded
-        } else {
-            ConversionState::Failed
-        };
-        if succeeded {
-            status.console_tail.clear();
-        }
     }
+    status.state = if succeeded {
+        // The console is kept only to explain a failure.
+        status.console_tail.clear();
+        ConversionState::Succeeded
+    } else {
+        ConversionState::Failed
+    };
     status
 }
 

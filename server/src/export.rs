@@ -103,19 +103,7 @@ pub(crate) async fn prepare(
         let path = exports.join(format!(".{disk}.vhd-overlay-{:016x}.qcow2", random_u64()?));
         overlay.0 = Some(path.clone());
         tracing::info!(%disk, size, rounded, "VHD size rounded up to a whole MiB for Azure");
-        run_qemu_img(vec![
-            "create".into(),
-            "-q".into(),
-            "-f".into(),
-            "qcow2".into(),
-            "-b".into(),
-            source.clone().into(),
-            "-F".into(),
-            "raw".into(),
-            path.clone().into(),
-            rounded.to_string().into(),
-        ])
-        .await?;
+        create_overlay(&source, &path, Some(rounded)).await?;
         (path, "qcow2")
     } else {
         (source, "raw")
@@ -155,6 +143,30 @@ pub(crate) async fn prepare(
     let file = File::open(&final_path)
         .map_err(|e| Error::io(format!("opening {}", final_path.display()), e))?;
     Ok((final_path, file))
+}
+
+/// A qcow2 overlay at `path` backed by the raw image `backing` (absolute path), of the
+/// backing file's size or of `size` bytes (reads past the backing file's end are zeros).
+pub(crate) async fn create_overlay(
+    backing: &Path,
+    path: &Path,
+    size: Option<u64>,
+) -> Result<(), Error> {
+    let mut args: Vec<OsString> = vec![
+        "create".into(),
+        "-q".into(),
+        "-f".into(),
+        "qcow2".into(),
+        "-b".into(),
+        backing.into(),
+        "-F".into(),
+        "raw".into(),
+        path.into(),
+    ];
+    if let Some(size) = size {
+        args.push(size.to_string().into());
+    }
+    run_qemu_img(args).await
 }
 
 /// `qemu-img convert` arguments from `input` (in `input_format`) to `output` in `format`, with
