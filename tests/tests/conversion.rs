@@ -458,12 +458,18 @@ fn libvirt_boot(vm_dir: &Path, console: &Path) {
 }
 
 /// Starts libvirtd (and virtlogd, which starting a domain needs) when they are not running:
-/// CI machines have no init system starting them.
+/// CI machines have no init system starting them, and may carry a socket file from a daemon
+/// that no longer runs (a restored machine's `/run`), so liveness is a connection, not a path.
 fn ensure_libvirtd() {
-    if !Path::new("/run/libvirt/virtlogd-sock").exists() {
+    const VIRTLOGD_SOCKET: &str = "/run/libvirt/virtlogd-sock";
+    let virtlogd_listens = || std::os::unix::net::UnixStream::connect(VIRTLOGD_SOCKET).is_ok();
+    if !virtlogd_listens() {
+        // A stale socket file with nobody behind it: virtlogd replaces it when it binds, but
+        // remove it so the wait below only succeeds on the new daemon.
+        let _ = std::fs::remove_file(VIRTLOGD_SOCKET);
         run("virtlogd", &["-d"]).expect("starting virtlogd");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !Path::new("/run/libvirt/virtlogd-sock").exists() {
+        while !virtlogd_listens() {
             assert!(Instant::now() < deadline, "virtlogd did not come up");
             std::thread::sleep(Duration::from_millis(200));
         }
