@@ -14,6 +14,11 @@
 #   partclone|zstd partclone.<fs> -c -s PARTITION -o - | zstd -T0 -3 > file
 #   dd|zstd        dd bs=4M | zstd -T0 -3 > file
 #   zstd           zstd -T0 -3 image -o file
+#
+# Bytes: "bytes out" is the payload (p2v: the chunk bodies its report counts; the others: the
+# output file). For p2v the bench also counts every byte that crossed the loopback interface
+# during the capture (/proc/net/dev, both directions: TLS records, HTTP, TCP/IP headers, acks),
+# which is what a network would carry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/sbin:/sbin
@@ -61,6 +66,7 @@ make_image() {
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 now() { date +%s%N; }
+loopback_bytes() { awk '$1 == "lo:" { print $10 }' /proc/net/dev; }
 
 start_server() {
     rm -rf "$dir/data"
@@ -75,20 +81,20 @@ stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; rm -
 trap 'kill ${server_pid:-} 2>/dev/null || true' EXIT
 
 results=()
-record() { results+=("$1	$2	$3	$4"); }   # image, method, ns, bytes (tab-separated)
+record() { results+=("$1	$2	$3	$4	${5:--}"); }   # image, method, ns, bytes, loopback bytes (tab-separated)
 
 bench_image() { # FS
     local fs=$1 img=$dir/disk-2g-$1.img
     [[ -f $img ]] || make_image "$fs" "$img"
-    local t0 t1 bytes
+    local t0 t1 bytes lo0 lo1
     for mode in used whole; do
         start_server
         local extra=(); [[ $mode == whole ]] && extra=(--whole-disk)
-        drop_caches; t0=$(now)
+        drop_caches; lo0=$(loopback_bytes); t0=$(now)
         "$agent" --server "$url" --fingerprint "$fp" --token "$token" --no-progress --json "${extra[@]}" "$img" > "$dir/report.json" 2>/dev/null
-        t1=$(now)
+        t1=$(now); lo1=$(loopback_bytes)
         bytes=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["disks"][0]["wire_bytes"])' "$dir/report.json")
-        record "$fs" "p2v over TLS ($mode blocks)" $((t1 - t0)) "$bytes"
+        record "$fs" "p2v over TLS ($mode blocks)" $((t1 - t0)) "$bytes" $((lo1 - lo0))
         stop_server
     done
     local dev; dev=$(losetup --find --show --read-only -o $((1 << 20)) "$img")
@@ -111,15 +117,16 @@ import sys, os
 rows = [l.rstrip("\n").split("\t") for l in sys.stdin if l.strip()]
 size = 2 << 30
 print(f"2.00 GiB images, {os.cpu_count()} CPUs; ratios against p2v (used blocks) on the same image")
-print(f"| image | method | wall s | MiB/s of disk | bytes out | time / p2v | bytes / p2v |")
-print(f"|-------|--------|-------:|------:|----------:|-----------:|------------:|")
+print(f"| image | method | wall s | MiB/s of disk | bytes out | on loopback | time / p2v | bytes / p2v |")
+print(f"|-------|--------|-------:|------:|----------:|------------:|-----------:|------------:|")
 base = {}
-for img, method, ns, b in rows:
+for img, method, ns, b, lo in rows:
     t, b = int(ns) / 1e9, int(b)
+    lo = f"{int(lo):,}" if lo != "-" else "-"
     if method.startswith("p2v over TLS (used"):
         base[img] = (t, b)
     bt, bb = base[img]
-    print(f"| {img} | {method} | {t:.2f} | {size / 2**20 / t:.1f} | {b:,} | {t / bt:.2f} | {b / bb:.3f} |")
+    print(f"| {img} | {method} | {t:.2f} | {size / 2**20 / t:.1f} | {b:,} | {lo} | {t / bt:.2f} | {b / bb:.3f} |")
 '
 
 # --- conversion (issue 5): the Debian 12 guest, converted by the server's appliance VM, against

@@ -45,7 +45,7 @@ pub struct Args {
     pub disks: Vec<PathBuf>,
 
     /// zstd compression level (1-19; 3 is a good balance on two cores).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_ZSTD_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
 
     /// Compression threads (default: one per CPU).
