@@ -1,22 +1,28 @@
-//! btrfs: the device ranges that chunks are allocated on.
+//! btrfs: the extents that the filesystem's extent tree records as allocated.
 //!
 //! Implements the on-disk format of the btrfs documentation ("On-disk format" in
 //! btrfs.readthedocs.io, and the kernel's `include/uapi/linux/btrfs_tree.h`): the superblock
 //! at 64 KiB (CRC32C over bytes 0x20..0x1000), the bootstrap chunk map in
-//! `sys_chunk_array`, and the chunk tree (tree blocks with a 101-byte header, leaves of
-//! `btrfs_item`s, nodes of `btrfs_key_ptr`s, each block's CRC32C checked) whose `CHUNK_ITEM`s
-//! give, for every chunk, the device ranges (stripes) it occupies.
+//! `sys_chunk_array`, and three trees (tree blocks with a 101-byte header, leaves of
+//! `btrfs_item`s, nodes of `btrfs_key_ptr`s, each block's CRC32C, bytenr, fsid and level
+//! checked, keys in order): the chunk tree, whose `CHUNK_ITEM`s map logical addresses to device
+//! ranges (stripes); the root tree, whose `ROOT_ITEM` of objectid 2 locates the extent tree; and
+//! the extent tree, whose `EXTENT_ITEM`s (data extents, and tree blocks without skinny
+//! metadata) and `METADATA_ITEM`s (tree blocks) are everything allocated, data and metadata.
 //!
-//! Used: every stripe of every chunk (device extents: whole, including their free space),
-//! the first 1 MiB (bootloader area and primary superblock), the superblock mirrors at 64 MiB
-//! and 256 GiB where they fit, and whatever of the area lies past the device's size.
-//! Unallocated device space is free.
+//! Used: every allocated extent, on every stripe of its chunk (both copies of DUP), the first
+//! 1 MiB (bootloader area and primary superblock), the superblock mirrors at 64 MiB and 256 GiB
+//! where they fit, and whatever of the area lies past the device's size. Free space inside
+//! allocated chunks and unallocated device space are not read.
 //!
 //! Refused (captured whole): a bad checksum or magic, a checksum type other than CRC32C,
 //! `num_devices != 1` ("multi-device btrfs"), unknown or layout-changing incompat features
 //! (zoned, extent tree v2, raid stripe tree), a present log tree (`log_root != 0`: fsync'd
 //! data not yet committed), chunk profiles other than single and DUP, tree blocks deeper than
-//! [`MAX_LEVEL`] or more of them than fit the device.
+//! [`MAX_LEVEL`] or more of them than fit the device, keys out of order, an extent outside its
+//! chunks or overlapping another, and extents that do not add up to the superblock's
+//! `bytes_used` (the filesystem's own count: if the tree and the count disagree, neither is
+//! trusted).
 
 use crate::xfs::crc32c;
 use crate::{le_u16, le_u32, le_u64, Extents, FsError, ReadAt};
@@ -29,7 +35,14 @@ const SB_MIRRORS: [u64; 3] = [0x1_0000, 64 << 20, 256 << 30];
 const MAGIC: &[u8; 8] = b"_BHRfS_M";
 const HEADER: usize = 101;
 const CHUNK_ITEM: u8 = 228;
+const ROOT_ITEM: u8 = 132;
+const EXTENT_ITEM: u8 = 168;
+const METADATA_ITEM: u8 = 169;
 const FIRST_CHUNK_TREE_OBJECTID: u64 = 256;
+const EXTENT_TREE_OBJECTID: u64 = 2;
+/// Offsets in a `btrfs_root_item`: the root block's logical address and its level.
+const ROOT_ITEM_BYTENR: usize = 176;
+const ROOT_ITEM_LEVEL: usize = 238;
 
 /// Incompat features that leave chunks and device extents as described above: everything up
 /// to RAID1C34 (0x800) and SIMPLE_QUOTA (0x10000); not ZONED, EXTENT_TREE_V2, RAID_STRIPE_TREE.
@@ -45,6 +58,10 @@ pub struct Superblock {
     pub sectorsize: u32,
     pub nodesize: u32,
     pub total_bytes: u64,
+    /// Bytes allocated to extents, data and metadata (each counted once).
+    pub bytes_used: u64,
+    pub root: u64,
+    pub root_level: u8,
     pub chunk_root: u64,
     pub chunk_root_level: u8,
     pub devid: u64,
@@ -63,7 +80,7 @@ pub struct Chunk {
     pub stripes: Vec<(u64, u64)>,
 }
 
-/// Used bytes of the area and the bytes allocated to chunks on the device.
+/// Used bytes of the area and the bytes the filesystem has allocated to extents.
 pub fn used<R: ReadAt + ?Sized>(area: &R) -> Result<(Extents, Option<u64>), FsError> {
     if area.size() < SB_OFFSET + 4096 {
         return Err(FsError::BadSuperblock("btrfs: area too small".into()));
@@ -72,8 +89,6 @@ pub fn used<R: ReadAt + ?Sized>(area: &R) -> Result<(Extents, Option<u64>), FsEr
     area.read_at(SB_OFFSET, &mut sbuf)?;
     let (sb, sys) = parse_superblock(&sbuf, area.size())?;
     let chunks = read_chunk_tree(area, &sb, &sys)?;
-
-    let mut allocated = Extents::new();
     for c in &chunks {
         for &(devid, phys) in &c.stripes {
             if devid != sb.devid {
@@ -91,20 +106,40 @@ pub fn used<R: ReadAt + ?Sized>(area: &R) -> Result<(Extents, Option<u64>), FsEr
                     c.logical, c.stripe_len
                 )));
             }
-            allocated.add(phys, c.stripe_len);
         }
     }
-    let mut capture = allocated.clone();
+    let extents = read_extent_tree(area, &sb, &chunks)?;
+    let in_use: u64 = extents.iter().map(|&(_, len)| len).sum();
+    if in_use != sb.bytes_used {
+        return Err(FsError::Inconsistent(format!(
+            "btrfs: the extent tree records {in_use} bytes, the superblock {} bytes in use",
+            sb.bytes_used
+        )));
+    }
+    // Device ranges of every extent on every stripe, sorted before merging (DUP's second copy
+    // and chunks placed out of logical order would otherwise insert out of order).
+    let mut on_device = Vec::with_capacity(extents.len());
+    for &(logical, len) in &extents {
+        let c = chunk_of(&chunks, logical, len)?;
+        for &(_, phys) in &c.stripes {
+            on_device.push((phys + (logical - c.logical), len));
+        }
+    }
+    on_device.sort_unstable();
+    let mut capture = Extents::new();
     capture.add(0, 1 << 20);
     for m in SB_MIRRORS {
         if m + 4096 <= sb.dev_total_bytes {
             capture.add(m, 4096);
         }
     }
+    for (start, len) in on_device {
+        capture.add(start, len);
+    }
     if area.size() > sb.dev_total_bytes {
         capture.add(sb.dev_total_bytes, area.size() - sb.dev_total_bytes);
     }
-    Ok((capture.clamp_to(area.size()), Some(allocated.total())))
+    Ok((capture.clamp_to(area.size()), Some(in_use)))
 }
 
 /// Parses and checks the primary superblock (4096 bytes); returns it and the bootstrap
@@ -173,14 +208,20 @@ pub fn parse_superblock(b: &[u8], area_size: u64) -> Result<(Superblock, Vec<Chu
         sectorsize,
         nodesize,
         total_bytes,
+        bytes_used: le_u64(b, 0x78),
+        root: le_u64(b, 0x50),
+        root_level: b[0xc6],
         chunk_root: le_u64(b, 0x58),
         chunk_root_level: b[0xc7],
         devid,
         dev_total_bytes,
         meta_fsid,
     };
-    if sb.chunk_root_level > MAX_LEVEL {
-        return Err(bad(format!("chunk root level {}", sb.chunk_root_level)));
+    if sb.chunk_root_level > MAX_LEVEL || sb.root_level > MAX_LEVEL {
+        return Err(bad(format!(
+            "tree root levels {} and {}",
+            sb.root_level, sb.chunk_root_level
+        )));
     }
     let n = le_u32(b, 0xa0) as usize;
     if n > 2048 {
@@ -201,6 +242,7 @@ pub fn parse_superblock(b: &[u8], area_size: u64) -> Result<(Superblock, Vec<Chu
     if sys.is_empty() {
         return Err(bad("empty sys_chunk_array".into()));
     }
+    sys.sort_by_key(|c| c.logical);
     Ok((sb, sys))
 }
 
@@ -241,18 +283,25 @@ fn parse_chunk(b: &[u8], logical: u64, sb: &Superblock) -> Result<(Chunk, usize)
     ))
 }
 
+/// The chunk holding logical `[logical, +len)` whole, from `chunks` sorted by logical address.
+fn chunk_of(chunks: &[Chunk], logical: u64, len: u64) -> Result<&Chunk, FsError> {
+    let after = chunks.partition_point(|c| c.logical <= logical);
+    after
+        .checked_sub(1)
+        .map(|i| &chunks[i])
+        .filter(|c| {
+            logical
+                .checked_add(len)
+                .is_some_and(|e| e <= c.logical + c.length)
+        })
+        .ok_or_else(|| {
+            FsError::Inconsistent(format!("btrfs: logical [{logical}, +{len}) is in no chunk"))
+        })
+}
+
 /// The device offset of logical address `logical` (`len` bytes, within one chunk).
 fn map(chunks: &[Chunk], logical: u64, len: u64) -> Result<u64, FsError> {
-    chunks
-        .iter()
-        .find(|c| {
-            logical >= c.logical
-                && logical
-                    .checked_add(len)
-                    .is_some_and(|e| e <= c.logical + c.length)
-        })
-        .map(|c| c.stripes[0].1 + (logical - c.logical))
-        .ok_or_else(|| FsError::Inconsistent(format!("btrfs: logical {logical} is in no chunk")))
+    chunk_of(chunks, logical, len).map(|c| c.stripes[0].1 + (logical - c.logical))
 }
 
 /// Reads the chunk tree; returns every chunk, sorted by logical address.
@@ -261,16 +310,28 @@ pub fn read_chunk_tree<R: ReadAt + ?Sized>(
     sb: &Superblock,
     sys: &[Chunk],
 ) -> Result<Vec<Chunk>, FsError> {
-    let mut w = TreeWalk {
-        area,
-        sb,
-        sys,
-        nodes: 0,
-        max_nodes: (sb.dev_total_bytes / u64::from(sb.nodesize)).min(1 << 22),
-        chunks: Vec::new(),
-    };
-    w.visit(sb.chunk_root, sb.chunk_root_level)?;
-    let mut chunks = w.chunks;
+    let mut chunks = Vec::new();
+    let mut walk = TreeWalk::new(area, sb, sys, "chunk");
+    walk.visit(sb.chunk_root, sb.chunk_root_level, &mut |key, data| {
+        if key.ty == CHUNK_ITEM {
+            if key.objectid != FIRST_CHUNK_TREE_OBJECTID {
+                return Err(FsError::Inconsistent(format!(
+                    "btrfs chunk item at {}: objectid {}",
+                    key.offset, key.objectid
+                )));
+            }
+            let (c, len) = parse_chunk(data, key.offset, sb)?;
+            if len != data.len() {
+                return Err(FsError::Inconsistent(format!(
+                    "btrfs chunk item at {} of {} bytes, {len} expected",
+                    key.offset,
+                    data.len()
+                )));
+            }
+            chunks.push(c);
+        }
+        Ok(())
+    })?;
     for s in sys {
         if !chunks.iter().any(|c| c == s) {
             return Err(FsError::Inconsistent(format!(
@@ -279,7 +340,7 @@ pub fn read_chunk_tree<R: ReadAt + ?Sized>(
             )));
         }
     }
-    chunks.sort_by_key(|c| c.logical);
+    // Keys are checked in order, so the chunks are sorted by logical address already.
     for pair in chunks.windows(2) {
         if pair[0].logical + pair[0].length > pair[1].logical {
             return Err(FsError::Inconsistent(format!(
@@ -291,25 +352,123 @@ pub fn read_chunk_tree<R: ReadAt + ?Sized>(
     Ok(chunks)
 }
 
+/// Finds the extent tree in the root tree and reads it: every allocated extent as logical
+/// `(start, length)`, in order, none overlapping.
+pub fn read_extent_tree<R: ReadAt + ?Sized>(
+    area: &R,
+    sb: &Superblock,
+    chunks: &[Chunk],
+) -> Result<Vec<(u64, u64)>, FsError> {
+    let mut extent_root = None;
+    TreeWalk::new(area, sb, chunks, "root").visit(sb.root, sb.root_level, &mut |key, data| {
+        if key.objectid == EXTENT_TREE_OBJECTID && key.ty == ROOT_ITEM {
+            if data.len() <= ROOT_ITEM_LEVEL {
+                return Err(FsError::Inconsistent(format!(
+                    "btrfs extent tree root item of {} bytes",
+                    data.len()
+                )));
+            }
+            extent_root = Some((le_u64(data, ROOT_ITEM_BYTENR), data[ROOT_ITEM_LEVEL]));
+        }
+        Ok(())
+    })?;
+    let (root, level) = extent_root
+        .ok_or_else(|| FsError::Inconsistent("btrfs: the root tree has no extent tree".into()))?;
+    if level > MAX_LEVEL {
+        return Err(FsError::Inconsistent(format!(
+            "btrfs extent tree root level {level}"
+        )));
+    }
+    let nodesize = u64::from(sb.nodesize);
+    let mut extents: Vec<(u64, u64)> = Vec::new();
+    TreeWalk::new(area, sb, chunks, "extent").visit(root, level, &mut |key, _| {
+        let len = match key.ty {
+            EXTENT_ITEM => key.offset,
+            METADATA_ITEM => nodesize,
+            _ => return Ok(()),
+        };
+        if len == 0 {
+            return Err(FsError::Inconsistent(format!(
+                "btrfs: empty extent at {}",
+                key.objectid
+            )));
+        }
+        if let Some(&(start, prev)) = extents.last() {
+            if key.objectid < start + prev {
+                return Err(FsError::Inconsistent(format!(
+                    "btrfs: extents at {start} (+{prev}) and {} overlap",
+                    key.objectid
+                )));
+            }
+        }
+        chunk_of(chunks, key.objectid, len)?;
+        extents.push((key.objectid, len));
+        Ok(())
+    })?;
+    Ok(extents)
+}
+
+/// The key of a tree item: `(objectid, type, offset)`, the order of items in a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    objectid: u64,
+    ty: u8,
+    offset: u64,
+}
+
+impl Key {
+    fn parse(b: &[u8], at: usize) -> Self {
+        Self {
+            objectid: le_u64(b, at),
+            ty: b[at + 8],
+            offset: le_u64(b, at + 9),
+        }
+    }
+}
+
+/// What a [`TreeWalk`] hands each leaf item to: its key and its data.
+type ItemVisitor<'v> = dyn FnMut(Key, &[u8]) -> Result<(), FsError> + 'v;
+
+/// A depth-first walk of one tree that hands every leaf item, in key order, to a visitor.
 struct TreeWalk<'a, R: ReadAt + ?Sized> {
     area: &'a R,
     sb: &'a Superblock,
-    sys: &'a [Chunk],
+    /// The chunks that map the tree's logical addresses (the bootstrap ones for the chunk tree).
+    chunks: &'a [Chunk],
+    name: &'static str,
     nodes: u64,
     max_nodes: u64,
-    chunks: Vec<Chunk>,
+    last_key: Option<Key>,
 }
 
-impl<R: ReadAt + ?Sized> TreeWalk<'_, R> {
-    fn visit(&mut self, logical: u64, level: u8) -> Result<(), FsError> {
+impl<'a, R: ReadAt + ?Sized> TreeWalk<'a, R> {
+    fn new(area: &'a R, sb: &'a Superblock, chunks: &'a [Chunk], name: &'static str) -> Self {
+        Self {
+            area,
+            sb,
+            chunks,
+            name,
+            nodes: 0,
+            max_nodes: (sb.dev_total_bytes / u64::from(sb.nodesize)).min(1 << 22),
+            last_key: None,
+        }
+    }
+
+    fn visit(
+        &mut self,
+        logical: u64,
+        level: u8,
+        item: &mut ItemVisitor<'_>,
+    ) -> Result<(), FsError> {
+        let name = self.name;
         let inc =
-            |m: String| FsError::Inconsistent(format!("btrfs chunk tree block {logical}: {m}"));
+            |m: String| FsError::Inconsistent(format!("btrfs {name} tree block {logical}: {m}"));
         self.nodes += 1;
         if self.nodes > self.max_nodes {
             return Err(inc("more tree blocks than fit the device".into()));
         }
         let ns = self.sb.nodesize as usize;
-        let phys = map(self.sys, logical, ns as u64)?;
+        let phys = map(self.chunks, logical, ns as u64)?;
         if phys
             .checked_add(ns as u64)
             .is_none_or(|e| e > self.area.size())
@@ -320,7 +479,7 @@ impl<R: ReadAt + ?Sized> TreeWalk<'_, R> {
         self.area.read_at(phys, &mut b)?;
         if crc32c(&b[0x20..]) != le_u32(&b, 0) {
             return Err(FsError::Checksum(format!(
-                "btrfs chunk tree block {logical}"
+                "btrfs {name} tree block {logical}"
             )));
         }
         if le_u64(&b, 0x30) != logical || b[0x20..0x30] != self.sb.meta_fsid {
@@ -336,24 +495,16 @@ impl<R: ReadAt + ?Sized> TreeWalk<'_, R> {
             }
             for i in 0..nritems {
                 let it = HEADER + 25 * i;
-                let (ty, key_off) = (b[it + 8], le_u64(&b, it + 9));
+                let key = Key::parse(&b, it);
+                if self.last_key.is_some_and(|last| key <= last) {
+                    return Err(inc(format!("item {i} out of key order")));
+                }
+                self.last_key = Some(key);
                 let (off, size) = (le_u32(&b, it + 17) as usize, le_u32(&b, it + 21) as usize);
-                let start = HEADER + off;
                 if off.checked_add(size).is_none_or(|e| HEADER + e > ns) {
                     return Err(inc(format!("item {i} data out of the block")));
                 }
-                if ty == CHUNK_ITEM {
-                    if le_u64(&b, it) != FIRST_CHUNK_TREE_OBJECTID {
-                        return Err(inc(format!("chunk item {i} objectid")));
-                    }
-                    let (c, len) = parse_chunk(&b[start..start + size], key_off, self.sb)?;
-                    if len != size {
-                        return Err(inc(format!(
-                            "chunk item {i} of {size} bytes, {len} expected"
-                        )));
-                    }
-                    self.chunks.push(c);
-                }
+                item(key, &b[HEADER + off..HEADER + off + size])?;
             }
         } else {
             if nritems == 0 || nritems > (ns - HEADER) / 33 {
@@ -361,7 +512,7 @@ impl<R: ReadAt + ?Sized> TreeWalk<'_, R> {
             }
             for i in 0..nritems {
                 let child = le_u64(&b, HEADER + 33 * i + 17);
-                self.visit(child, level - 1)?;
+                self.visit(child, level - 1, item)?;
             }
         }
         Ok(())

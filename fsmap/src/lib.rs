@@ -11,7 +11,7 @@
 //! | [`ntfs`] | NTFS | the `$Bitmap` file, found through the MFT |
 //! | [`fat`] | FAT12/16/32 | reserved area, FATs, root directory, clusters marked used |
 //! | [`exfat`] | exFAT | the allocation bitmap |
-//! | [`btrfs`] | btrfs | the chunk tree / device extents that are allocated |
+//! | [`btrfs`] | btrfs | the extent tree's extents, placed through the chunk tree |
 //! | [`swap`] | Linux swap | only the header page |
 //! | [`lvm`] | LVM2 PV | the text metadata: each LV's segments on the PV |
 //! | [`detect`] | all of the above, LUKS, MD RAID | superblock magics |

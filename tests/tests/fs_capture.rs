@@ -289,8 +289,9 @@ fs_case!(
     Some("partclone.exfat")
 );
 
-/// btrfs is mapped by allocated chunks (device extents), so its bound is the bytes allocated on
-/// the device as the superblock records them, not partclone's extent-level figure.
+/// btrfs is mapped by its extent tree, so its bound comes from btrfs-progs: the superblock's
+/// `bytes_used` (data and metadata, each once) plus a second copy of every tree block (DUP
+/// metadata), the first MiB and 2%; and it must stay well under what the chunks allocate.
 #[test]
 fn btrfs_with_a_subvolume_round_trips() {
     let c = capture_fixture("btrfs", &[]);
@@ -309,20 +310,37 @@ fn btrfs_with_a_subvolume_round_trips() {
         &fs_fixtures().join("fs-btrfs.sha256"),
         &c.work,
     );
-    let super_dump = run(
+    let part = part.to_str().unwrap();
+    let super_dump = run("btrfs", &["inspect-internal", "dump-super", part]).unwrap();
+    let value = |name: &str| -> u64 {
+        super_dump
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in dump-super"))
+    };
+    let (allocated, used, nodesize) = (
+        value("dev_item.bytes_used"),
+        value("bytes_used"),
+        value("nodesize"),
+    );
+    let tree_blocks = run(
         "btrfs",
-        &["inspect-internal", "dump-super", part.to_str().unwrap()],
+        &["inspect-internal", "dump-tree", "-t", "extent", part],
     )
-    .unwrap();
-    let allocated: u64 = super_dump
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("dev_item.bytes_used"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("dev_item.bytes_used");
-    let bound = allocated + (2 << 20) + allocated / 50;
+    .unwrap()
+    .matches("flags TREE_BLOCK")
+    .count() as u64;
+    let bound = used + tree_blocks * nodesize + (1 << 20) + (64 << 10) + used / 50;
     assert!(
         area.captured_bytes <= bound,
-        "captured {} > allocated {allocated} + 2 MiB",
+        "captured {} > bound {bound} (bytes_used {used}, {tree_blocks} tree blocks)",
+        area.captured_bytes
+    );
+    assert_eq!(area.fs_used_bytes, Some(used));
+    assert!(
+        area.captured_bytes < allocated / 2,
+        "captured {} of the {allocated} bytes the chunks allocate",
         area.captured_bytes
     );
 }
