@@ -25,8 +25,8 @@
 # dracut are installed into it with apt-get, the way an administrator switches a Debian machine
 # to dracut.
 #
-# Cached: skipped when the image exists and OUTDIR/debian12-dracut.stamp holds this script's
-# sha256. The debootstrap download (OUTDIR/cache/*.debs.tgz) and the installed tree with the
+# Cached: skipped when the image exists and OUTDIR/debian12-dracut.stamp holds the sha256 of this script
+# and lib/guest-disk.sh. The debootstrap download (OUTDIR/cache/*.debs.tgz) and the installed tree with the
 # kernel and dracut (OUTDIR/cache/*.tree.tar.zst) are cached by suite and package lists, so a
 # change elsewhere in this script rebuilds the image without the network. The image is built
 # under a temporary name and renamed at the end: a half-built image is never used.
@@ -36,7 +36,10 @@ set -euo pipefail
 
 OUT=${1:?usage: make-dracut-guest-fixture.sh OUTDIR}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
-HASH=$(sha256sum "$(readlink -f "${BASH_SOURCE[0]}")" | cut -d' ' -f1)
+HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+# shellcheck source=lib/guest-disk.sh
+source "$HERE/lib/guest-disk.sh"
+HASH=$(cat "$(readlink -f "${BASH_SOURCE[0]}")" "$HERE/lib/guest-disk.sh" | sha256sum | cut -d' ' -f1)
 export PATH=$PATH:/usr/sbin:/sbin LC_ALL=C TZ=UTC DEBIAN_FRONTEND=noninteractive
 umask 022
 
@@ -236,37 +239,7 @@ grub-mkimage -O i386-pc -d "$GRUB_DIR" -o "$work/core.img" -p '(hd0,msdos1)/boot
 
 # --- the disk ----------------------------------------------------------------------------------
 partial=$OUT/.debian12-dracut.raw.partial
-rm -f "$partial"
-truncate -s "${DISK_MIB}M" "$partial"
-printf 'label: dos\nlabel-id: 0x50325602\nstart=%d, size=%d, type=83, bootable\nstart=%d, size=%d, type=82\n' \
-    "$ROOT_START" "$ROOT_SECTORS" "$SWAP_START" "$SWAP_SECTORS" | sfdisk -q "$partial"
-mke2fs -q -F -t ext4 -L root -U "$ROOT_UUID" -E "offset=$((ROOT_START * 512)),nodiscard" \
-    -d "$tree" "$partial" "$((ROOT_SECTORS / 2))k"
-truncate -s "$((SWAP_SECTORS * 512))" "$work/swap.img"
-mkswap -q -L swap -U "$SWAP_UUID" "$work/swap.img"
-dd if="$work/swap.img" of="$partial" bs=1M count=1 seek=$((SWAP_START / 2048)) conv=notrunc status=none
-# boot.img into the MBR's code area (the partition table stays), core.img from LBA 1.
-python3 - "$GRUB_DIR/boot.img" "$work/core.img" "$partial" <<'EOF'
-import struct, sys
-boot = bytearray(open(sys.argv[1], "rb").read())
-core = bytearray(open(sys.argv[2], "rb").read())
-assert len(boot) == 512 and boot[510:512] == b"\x55\xaa", "boot.img is not a boot sector"
-sectors = (len(core) + 511) // 512
-assert 2 <= sectors <= 2047, f"core.img ({len(core)} bytes) does not fit the post-MBR gap"
-boot[0x5c:0x64] = struct.pack("<Q", 1)   # kernel sector: core.img at LBA 1
-boot[0x66:0x68] = b"\x90\x90"            # no drive check (as grub-bios-setup for a hard disk)
-core[500:508] = struct.pack("<Q", 2)     # diskboot block list: the rest of core.img from LBA 2
-core[508:510] = struct.pack("<H", sectors - 1)
-with open(sys.argv[3], "r+b") as disk:
-    disk.seek(0); disk.write(boot[:440])
-    disk.seek(512); disk.write(core)
-EOF
-loopdev=$(losetup --find --show --read-only --offset $((ROOT_START * 512)) \
-    --sizelimit $((ROOT_SECTORS * 512)) "$partial")
-e2fsck -fn "$loopdev" >/dev/null || die "e2fsck found errors in the root file system"
-losetup -d "$loopdev"; loopdev=
-sfdisk -d "$partial" | grep -q "start=\s*$SWAP_START, size=\s*$SWAP_SECTORS, type=82" \
-    || die "partition table was not kept"
+guest_disk_assemble "$partial" 0x50325602
 mv "$partial" "$IMAGE"
 echo "$HASH" > "$STAMP"
 
